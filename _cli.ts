@@ -1,0 +1,280 @@
+// Copyright the upcase authors. MIT license.
+// Command-line plumbing shared by server.ts and client.ts: flag parsing,
+// validation, exit codes and one-line error messages. Internal.
+
+import { parseArgs } from "@std/cli/parse-args";
+import { bold, red, stripAnsiCode, yellow } from "@std/fmt/colors";
+import { errorMessage } from "./_io.ts";
+
+/** Exit codes of both tools; README.md and `--help` list the same. */
+export const EXIT = {
+  /** Success. */
+  OK: 0,
+  /** Bad or missing arguments (the seed's usage line included). */
+  USAGE: 1,
+  /** The network permission was not granted. */
+  PERMISSION: 2,
+  /** Cannot listen or connect: address in use, refused, unknown host. */
+  NETWORK: 3,
+  /** A timeout ran out. */
+  TIMEOUT: 4,
+  /** The peer closed or reset the connection before the reply was complete. */
+  CONNECTION_LOST: 5,
+  /** A bug: the stack trace follows. */
+  INTERNAL: 70,
+} as const;
+
+/** The exit-code table printed at the end of both tools' `--help`. */
+export const EXIT_CODES_HELP = `Exit codes:
+  0   success
+  1   usage: bad or missing arguments
+  2   the network permission was not granted (see the --allow-net hint)
+  3   cannot listen or connect: address in use, connection refused, unknown host
+  4   timed out
+  5   connection lost: closed or reset before the reply was complete
+  70  internal error (a bug: please report the stack trace)`;
+
+/** An error the user can fix: one line on stderr and a known exit code. */
+export class CliError extends Error {
+  /** The process exit code for this error. */
+  readonly code: number;
+
+  /**
+   * @param message One line: capitalised, detail after a colon, no full stop.
+   * @param code An {@linkcode EXIT} code.
+   */
+  constructor(message: string, code: number) {
+    super(message);
+    this.name = "CliError";
+    this.code = code;
+  }
+}
+
+/** Flags a tool accepts, as `@std/cli` `parseArgs` wants them. */
+export interface FlagSpec {
+  string: string[];
+  boolean: string[];
+  alias?: Record<string, string>;
+}
+
+/** Parsed flags: every value is still unvalidated. */
+export interface RawFlags {
+  /** Positional arguments. */
+  _: string[];
+  [flag: string]: unknown;
+}
+
+/**
+ * Parses `args` with `@std/cli`, rejecting unknown flags and string flags
+ * given without a value.
+ *
+ * @param args The command-line arguments.
+ * @param spec The flags the tool accepts.
+ * @returns The flags, still to be validated.
+ * @throws {CliError} For an unknown flag or a missing value.
+ */
+export function parseFlags(args: string[], spec: FlagSpec): RawFlags {
+  const unknown: string[] = [];
+  const flags = parseArgs(args, {
+    string: spec.string,
+    boolean: spec.boolean,
+    alias: spec.alias ?? {},
+    unknown: (arg: string, key?: string) => {
+      if (key === undefined) return true; // a positional argument
+      unknown.push(arg.replace(/=.*$/s, ""));
+      return false;
+    },
+  }) as RawFlags;
+  if (unknown.length > 0) {
+    throw new CliError(
+      `Unknown flag: ${unknown[0]} (see --help)`,
+      EXIT.USAGE,
+    );
+  }
+  for (const name of spec.string) {
+    if (flags[name] === "") {
+      throw new CliError(`Missing value for --${name}`, EXIT.USAGE);
+    }
+  }
+  flags._ = flags._.map(String);
+  return flags;
+}
+
+/**
+ * Validates a `--port` value.
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The port when the flag is absent.
+ * @returns The port number.
+ * @throws {CliError} Unless it is an integer from 0 to 65535.
+ */
+export function parsePort(value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= 0 && port <= 65535)) {
+    throw new CliError(
+      `Invalid port: "${text}" is not an integer from 0 to 65535`,
+      EXIT.USAGE,
+    );
+  }
+  return port;
+}
+
+/**
+ * Validates a `--host` value.
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The host when the flag is absent.
+ * @returns The host, without the brackets of `[::1]`.
+ */
+export function parseHost(value: unknown, fallback: string): string {
+  if (value === undefined) return fallback;
+  return String(value).replace(/^\[(.*)\]$/, "$1");
+}
+
+/**
+ * `host:port` as people write it, with brackets around IPv6 addresses.
+ *
+ * @param hostname A host name or address.
+ * @param port A port.
+ * @returns The joined address.
+ */
+export function joinHostPort(hostname: string, port: number): string {
+  return hostname.includes(":")
+    ? `[${hostname}]:${port}`
+    : `${hostname}:${port}`;
+}
+
+/** Where a tool was going when a network call failed, for the message. */
+export interface NetworkContext {
+  /** "listen" for the server, "connect" for the client. */
+  action: "listen" | "connect";
+  hostname: string;
+  port: number;
+}
+
+/**
+ * Turns an error from `Deno.listen` or `Deno.connect` into a {@linkcode
+ * CliError} with a one-line explanation, or returns the error unchanged when it
+ * is not one a user can fix.
+ *
+ * @param err What was thrown.
+ * @param context The address and what was being done.
+ * @returns A CliError, or `err`.
+ */
+export function explainNetworkError(
+  err: unknown,
+  context: NetworkContext,
+): unknown {
+  const address = joinHostPort(context.hostname, context.port);
+  const permission = `--allow-net=${address}`;
+  if (err instanceof Deno.errors.NotCapable) {
+    return new CliError(
+      `Permission denied: ${
+        context.action === "listen" ? "listening on" : "connecting to"
+      } ${address} needs ${permission}`,
+      EXIT.PERMISSION,
+    );
+  }
+  if (err instanceof Deno.errors.AddrInUse) {
+    return new CliError(
+      `Address in use: ${address} is taken by another process (try --port)`,
+      EXIT.NETWORK,
+    );
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) {
+    return new CliError(
+      `Address not available: ${address} is not an address of this machine`,
+      EXIT.NETWORK,
+    );
+  }
+  if (err instanceof Deno.errors.ConnectionRefused) {
+    return new CliError(
+      `Connection refused: no server is listening on ${address} (start one with: deno task start)`,
+      EXIT.NETWORK,
+    );
+  }
+  if (
+    err instanceof Error &&
+    /failed to lookup address|Name or service not known|No address associated|nodename nor servname/i
+      .test(err.message)
+  ) {
+    return new CliError(
+      `Unknown host: "${context.hostname}" does not resolve`,
+      EXIT.NETWORK,
+    );
+  }
+  if (err instanceof Deno.errors.TimedOut) {
+    return new CliError(
+      `Timed out: no answer from ${address}`,
+      EXIT.TIMEOUT,
+    );
+  }
+  if (
+    err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionAborted ||
+    err instanceof Deno.errors.BrokenPipe
+  ) {
+    return new CliError(
+      `Connection lost: ${errorMessage(err)}`,
+      EXIT.CONNECTION_LOST,
+    );
+  }
+  if (
+    err instanceof Error && /Network is unreachable|No route to host/.test(
+      err.message,
+    )
+  ) {
+    return new CliError(
+      `Cannot ${context.action}: ${address}: ${errorMessage(err)}`,
+      EXIT.NETWORK,
+    );
+  }
+  return err;
+}
+
+/**
+ * Runs a tool's main function: a {@linkcode CliError} becomes one line on
+ * stderr and its exit code; anything else is a bug and shows its stack.
+ *
+ * @param main The tool; resolves with the exit code.
+ */
+export async function run(main: () => Promise<number>): Promise<void> {
+  let code: number;
+  try {
+    code = await main();
+  } catch (err: unknown) {
+    if (err instanceof CliError) {
+      printError(err.message);
+      code = err.code;
+    } else {
+      console.error(err);
+      code = EXIT.INTERNAL;
+    }
+  }
+  Deno.exit(code);
+}
+
+/**
+ * Prints `error: message` on stderr, in colour on a terminal.
+ *
+ * @param message One line.
+ */
+export function printError(message: string): void {
+  console.error(`${colorize(bold(red("error")))}: ${message}`);
+}
+
+/**
+ * Prints `warning: message` on stderr, in colour on a terminal.
+ *
+ * @param message One line.
+ */
+export function printWarning(message: string): void {
+  console.error(`${colorize(bold(yellow("warning")))}: ${message}`);
+}
+
+/** Colour only on a terminal; `@std/fmt/colors` itself honours NO_COLOR. */
+function colorize(styled: string): string {
+  return Deno.stderr.isTerminal() ? styled : stripAnsiCode(styled);
+}

@@ -1,0 +1,47 @@
+// Copyright the upcase authors. MIT license.
+// Small I/O helpers shared by the server and the client. Internal.
+
+/** Anything with Deno's `write` contract: a socket, `Deno.stdout`, a file. */
+export interface Writer {
+  write(bytes: Uint8Array): Promise<number>;
+}
+
+/**
+ * Writes every byte of `bytes` to `writer`, however many writes it takes.
+ *
+ * @param writer Where to write.
+ * @param bytes What to write.
+ */
+export async function writeAll(
+  writer: Writer,
+  bytes: Uint8Array,
+): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) {
+    written += await writer.write(bytes.subarray(written));
+  }
+}
+
+/**
+ * Closes `conn` unless it is closed already.
+ *
+ * @param conn The connection to close.
+ */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch (err: unknown) {
+    if (!(err instanceof Deno.errors.BadResource)) throw err;
+  }
+}
+
+/**
+ * One line for an error: its message, without Deno's `(os error N)` suffix.
+ *
+ * @param err Anything thrown.
+ * @returns A short description.
+ */
+export function errorMessage(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.replace(/ \(os error \d+\)$/, "");
+}

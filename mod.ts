@@ -1,0 +1,40 @@
+// Copyright the upcase authors. MIT license.
+/**
+ * upcase: the classic TCP "uppercase" server and its one-shot client.
+ *
+ * A client sends bytes; the server sends every one of them back with ASCII
+ * letters upper-cased (C `toupper` in the C locale), in order, and closes the
+ * connection once the client half-closes. `--once` mode keeps the seed
+ * tutorial's exact behaviour: one read of at most {@linkcode MAXLINE} bytes.
+ *
+ * ```ts
+ * import { request, serve } from "./mod.ts";
+ * import { assertEquals } from "@std/assert";
+ *
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 });
+ * const reply = await request("hello, world", { port: server.addr.port });
+ * assertEquals(new TextDecoder().decode(reply), "HELLO, WORLD");
+ * ```
+ *
+ * @module
+ */
+
+export { CLIENT_HOST, MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
+export { toUpper, toUpperInPlace } from "./transform.ts";
+export {
+  DEFAULT_GRACE_MS,
+  serve,
+  type ServeOptions,
+  Server,
+  type ServerEvent,
+  type ServerStats,
+  type ShutdownOptions,
+} from "./serve.ts";
+export {
+  connect,
+  type ConnectOptions,
+  exchange,
+  type ExchangeResult,
+  request,
+  type RequestOptions,
+} from "./request.ts";

@@ -1,0 +1,230 @@
+// Copyright the upcase authors. MIT license.
+/**
+ * The upcase client as a library: {@linkcode request} sends bytes and resolves
+ * with the reply; {@linkcode exchange} streams both ways over a connection.
+ *
+ * @module
+ */
+
+import { CLIENT_HOST, SERV_PORT } from "./constants.ts";
+import { closeQuietly, writeAll } from "./_io.ts";
+
+/** Options for {@linkcode connect}. */
+export interface ConnectOptions {
+  /**
+   * The server's host name or address.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * The server's TCP port.
+   *
+   * @default {6666}
+   */
+  port?: number;
+}
+
+/** Options for {@linkcode request}. */
+export interface RequestOptions extends ConnectOptions {
+  /**
+   * Aborting it closes the connection and rejects with the signal's reason.
+   *
+   * @default {undefined}
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * Connects to an upcase server, with the seed's defaults (127.0.0.1:6666).
+ *
+ * @param options Where to connect.
+ * @returns The connection; close it when done.
+ * @throws {Deno.errors.ConnectionRefused} When no server listens there.
+ * @throws {Deno.errors.NotCapable} Without `--allow-net` for the address.
+ *
+ * @example Usage
+ * ```ts
+ * import { connect, serve } from "./mod.ts";
+ * import { assertEquals } from "@std/assert";
+ *
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 });
+ * using conn = await connect({ port: server.addr.port });
+ * assertEquals((conn.remoteAddr as Deno.NetAddr).port, server.addr.port);
+ * ```
+ */
+export function connect(options: ConnectOptions = {}): Promise<Deno.Conn> {
+  return Deno.connect({
+    hostname: options.hostname ?? CLIENT_HOST,
+    port: options.port ?? SERV_PORT,
+  });
+}
+
+/** What {@linkcode exchange} did. */
+export interface ExchangeResult {
+  /** Bytes written to the server. */
+  sent: number;
+  /** Bytes received from the server. */
+  received: number;
+  /**
+   * The server reset the connection or stopped reading before it had
+   * everything (as the seed's server does past MAXLINE bytes).
+   */
+  reset: boolean;
+}
+
+/** Size of the buffer replies are read into. */
+const REPLY_BUFFER_SIZE = 64 * 1024;
+
+/**
+ * Sends every chunk of `source` to `conn`, half-closes it, and passes each
+ * piece of the reply to `sink` until the server closes. Sending and receiving
+ * run at once, so a reply larger than the socket buffers cannot deadlock.
+ *
+ * A server that closes early ends the exchange without an error: the result
+ * says how far it got.
+ *
+ * @param conn A connected socket; it is not closed.
+ * @param source The bytes to send.
+ * @param sink Receives each piece of the reply. The array is reused once the
+ *   returned promise settles: copy it to keep it.
+ * @returns How many bytes went each way.
+ *
+ * @example Stream a request
+ * ```ts
+ * import { exchange, serve } from "./mod.ts";
+ * import { assertEquals } from "@std/assert";
+ *
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 });
+ * using conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+ * const chunks = [new TextEncoder().encode("ab"), new TextEncoder().encode("c")];
+ * let reply = "";
+ * const result = await exchange(conn, chunks, (bytes) => {
+ *   reply += new TextDecoder().decode(bytes);
+ * });
+ * assertEquals(reply, "ABC");
+ * assertEquals(result, { sent: 3, received: 3, reset: false });
+ * ```
+ */
+export async function exchange(
+  conn: Deno.Conn,
+  source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+  sink: (bytes: Uint8Array) => void | Promise<void>,
+): Promise<ExchangeResult> {
+  const result: ExchangeResult = { sent: 0, received: 0, reset: false };
+  await Promise.all([
+    send(conn, source, result),
+    receive(conn, sink, result),
+  ]);
+  return result;
+}
+
+async function send(
+  conn: Deno.Conn,
+  source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+  result: ExchangeResult,
+): Promise<void> {
+  try {
+    for await (const chunk of source) {
+      await writeAll(conn, chunk);
+      result.sent += chunk.length;
+    }
+    await conn.closeWrite();
+  } catch (err: unknown) {
+    if (!isPeerGone(err)) throw err;
+    result.reset = true;
+  }
+}
+
+async function receive(
+  conn: Deno.Conn,
+  sink: (bytes: Uint8Array) => void | Promise<void>,
+  result: ExchangeResult,
+): Promise<void> {
+  const buf = new Uint8Array(REPLY_BUFFER_SIZE);
+  try {
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) return;
+      result.received += n;
+      await sink(buf.subarray(0, n));
+    }
+  } catch (err: unknown) {
+    if (!isPeerGone(err)) throw err;
+    result.reset = true;
+  }
+}
+
+/** The server went away: the exchange ends with what arrived. */
+function isPeerGone(err: unknown): boolean {
+  return err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.NotConnected;
+}
+
+/**
+ * Sends `message` to an upcase server, half-closes, and resolves with the
+ * whole reply once the server closes.
+ *
+ * A server that stops early (the seed's reads at most MAXLINE bytes) gives a
+ * shorter reply than the message: compare the lengths to detect it.
+ *
+ * @param message The bytes to send; a string is sent as UTF-8.
+ * @param options Where to connect, and a signal to abort.
+ * @returns The reply bytes.
+ * @throws {Deno.errors.ConnectionRefused} When no server listens there.
+ * @throws {Deno.errors.NotCapable} Without `--allow-net` for the address.
+ *
+ * @example Usage
+ * ```ts
+ * import { request, serve } from "./mod.ts";
+ * import { assertEquals } from "@std/assert";
+ *
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 });
+ * const reply = await request("hi there", { port: server.addr.port });
+ * assertEquals(new TextDecoder().decode(reply), "HI THERE");
+ * ```
+ */
+export async function request(
+  message: Uint8Array | string,
+  options: RequestOptions = {},
+): Promise<Uint8Array> {
+  const bytes = typeof message === "string"
+    ? new TextEncoder().encode(message)
+    : message;
+  const { signal } = options;
+  signal?.throwIfAborted();
+  const conn = await connect(options);
+  if (signal?.aborted) {
+    closeQuietly(conn);
+    signal.throwIfAborted();
+  }
+  const abort = () => closeQuietly(conn);
+  signal?.addEventListener("abort", abort, { once: true });
+  const chunks: Uint8Array[] = [];
+  try {
+    await exchange(conn, [bytes], (chunk) => {
+      chunks.push(chunk.slice());
+    });
+  } catch (err: unknown) {
+    signal?.throwIfAborted();
+    throw err;
+  } finally {
+    signal?.removeEventListener("abort", abort);
+    closeQuietly(conn);
+  }
+  signal?.throwIfAborted();
+  return concat(chunks);
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const chunk of chunks) length += chunk.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}

@@ -1,0 +1,288 @@
+// Copyright the upcase authors. MIT license.
+// Helpers for the tests: spawning the real CLIs, raw sockets, payloads.
+
+import { assert } from "@std/assert";
+
+/** The repository root, where server.ts and client.ts are. */
+export const ROOT = new URL("../", import.meta.url);
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * The reference transform: a plain table lookup, written independently of
+ * transform.ts so the tests can catch its mistakes.
+ */
+export function expectedUpper(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    out[i] = b >= 0x61 && b <= 0x7a ? b - 0x20 : b;
+  }
+  return out;
+}
+
+/** `n` random bytes (every byte value occurs). */
+export function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) {
+    crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536)));
+  }
+  return out;
+}
+
+/**
+ * The first index where `actual` and `expected` differ, or -1; for
+ * messages that point at the byte instead of dumping megabytes.
+ */
+export function firstDifference(
+  actual: Uint8Array,
+  expected: Uint8Array,
+): number {
+  const n = Math.min(actual.length, expected.length);
+  for (let i = 0; i < n; i++) if (actual[i] !== expected[i]) return i;
+  return actual.length === expected.length ? -1 : n;
+}
+
+/** Asserts two byte arrays are equal, naming the first differing offset. */
+export function assertSameBytes(
+  actual: Uint8Array,
+  expected: Uint8Array,
+  what = "reply",
+): void {
+  const at = firstDifference(actual, expected);
+  assert(
+    at === -1,
+    `${what} differs at byte ${at} (lengths ${actual.length} and ${expected.length})`,
+  );
+}
+
+/** Reads from `conn` until EOF and returns everything. */
+export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  const buf = new Uint8Array(65536);
+  while (true) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+    length += n;
+  }
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Writes all of `bytes` to `conn`. */
+export async function writeAll(
+  conn: Deno.Conn,
+  bytes: Uint8Array,
+): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) {
+    written += await conn.write(bytes.subarray(written));
+  }
+}
+
+/** Sends `bytes`, half-closes, reads the reply to EOF, closes. */
+export async function roundTrip(
+  port: number,
+  bytes: Uint8Array,
+  hostname = "127.0.0.1",
+): Promise<Uint8Array> {
+  using conn = await Deno.connect({ hostname, port });
+  const [reply] = await Promise.all([
+    readToEnd(conn),
+    writeAll(conn, bytes).then(() => conn.closeWrite()),
+  ]);
+  return reply;
+}
+
+/** What a finished CLI process printed. */
+export interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** `deno run` arguments for a CLI with the README's scoped permission. */
+export function denoRun(
+  script: "server.ts" | "client.ts",
+  allowNet: string,
+  args: string[],
+): string[] {
+  return [
+    "run",
+    "--no-prompt",
+    `--allow-net=${allowNet}`,
+    new URL(script, ROOT).pathname,
+    ...args,
+  ];
+}
+
+/** Runs the client CLI to completion. */
+export async function runClient(
+  port: number,
+  args: string[],
+  options: { allowNet?: string; stdin?: Uint8Array } = {},
+): Promise<Output> {
+  const command = new Deno.Command(Deno.execPath(), {
+    args: denoRun(
+      "client.ts",
+      options.allowNet ?? `127.0.0.1:${port}`,
+      ["--port", String(port), ...args],
+    ),
+    stdin: options.stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  });
+  const child = command.spawn();
+  if (options.stdin) {
+    const writer = child.stdin.getWriter();
+    await writer.write(options.stdin);
+    await writer.close();
+  }
+  const { code, stdout, stderr } = await child.output();
+  return {
+    code,
+    stdout: decoder.decode(stdout),
+    stderr: decoder.decode(stderr),
+  };
+}
+
+/** A server CLI running in a child process. */
+export class ServerProcess {
+  readonly child: Deno.ChildProcess;
+  readonly port: number;
+  #lines: AsyncIterator<string>;
+  #stderr: Promise<string>;
+  /** Every stdout line read so far. */
+  readonly log: string[] = [];
+
+  private constructor(
+    child: Deno.ChildProcess,
+    port: number,
+    lines: AsyncIterator<string>,
+    stderr: Promise<string>,
+  ) {
+    this.child = child;
+    this.port = port;
+    this.#lines = lines;
+    this.#stderr = stderr;
+  }
+
+  /**
+   * Starts `server.ts` on 127.0.0.1 on a free port, with the permission
+   * scoped to it, and waits for its "Accepting connections" line.
+   */
+  static async start(
+    args: string[] = [],
+    hostname = "127.0.0.1",
+  ): Promise<ServerProcess> {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: denoRun("server.ts", `${bracket(hostname)}:0`, [
+        "--host",
+        hostname,
+        "--port",
+        "0",
+        ...args,
+      ]),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const lines = child.stdout
+      .pipeThrough(new TextDecoderStream())
+      .pipeThrough(new LineStream())[Symbol.asyncIterator]();
+    const stderr = new Response(child.stderr).text();
+    const first = await lines.next();
+    const match = first.done
+      ? null
+      : /^Accepting connections on .*:(\d+) \.\.\.$/.exec(first.value);
+    if (!match) {
+      child.kill("SIGKILL");
+      await child.status;
+      await lines.return?.();
+      throw new Error(
+        `server did not start: ${first.value ?? ""}${await stderr}`,
+      );
+    }
+    const server = new ServerProcess(child, Number(match[1]), lines, stderr);
+    server.log.push(first.value!);
+    return server;
+  }
+
+  /** Reads stdout lines until one matches, and returns it. */
+  async waitForLine(pattern: RegExp): Promise<string> {
+    for (const line of this.log) if (pattern.test(line)) return line;
+    while (true) {
+      const next = await this.#lines.next();
+      if (next.done) throw new Error(`server exited before ${pattern}`);
+      this.log.push(next.value);
+      if (pattern.test(next.value)) return next.value;
+    }
+  }
+
+  /** Sends `signal` and collects the rest of the output and the exit code. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Output> {
+    this.child.kill(signal);
+    return await this.finish();
+  }
+
+  /** Waits for the process to exit by itself and collects its output. */
+  async finish(): Promise<Output> {
+    while (true) {
+      const next = await this.#lines.next();
+      if (next.done) break;
+      this.log.push(next.value);
+    }
+    const { code } = await this.child.status;
+    return { code, stdout: this.log.join("\n"), stderr: await this.#stderr };
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch (err: unknown) {
+      if (!(err instanceof TypeError)) throw err; // already exited
+    }
+    await this.finish();
+  }
+}
+
+function bracket(hostname: string): string {
+  return hostname.includes(":") ? `[${hostname}]` : hostname;
+}
+
+/** Splits a text stream into lines (without their newlines). */
+class LineStream extends TransformStream<string, string> {
+  constructor() {
+    let rest = "";
+    super({
+      transform(chunk, controller) {
+        const parts = (rest + chunk).split("\n");
+        rest = parts.pop()!;
+        for (const part of parts) controller.enqueue(part);
+      },
+      flush(controller) {
+        if (rest) controller.enqueue(rest);
+      },
+    });
+  }
+}
+
+/** Encodes text as UTF-8. */
+export function utf8(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+/** Decodes UTF-8. */
+export function text(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
+}

@@ -75,7 +75,21 @@ export interface RawFlags {
  */
 export function parseFlags(args: string[], spec: FlagSpec): RawFlags {
   const unknown: string[] = [];
-  const flags = parseArgs(args, {
+  // "--port -1": keep a value that looks like a negative number with its
+  // flag, so it is reported as a bad value rather than a missing one.
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    if (
+      next !== undefined && /^-\d/.test(next) && arg.startsWith("--") &&
+      spec.string.includes(arg.slice(2))
+    ) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else joined.push(arg);
+  }
+  const flags = parseArgs(joined, {
     string: spec.string,
     boolean: spec.boolean,
     alias: spec.alias ?? {},
@@ -122,6 +136,83 @@ export function parsePort(value: unknown, fallback: number): number {
 }
 
 /**
+ * Validates a number of seconds (`--timeout`, `--grace`, `--idle-timeout`).
+ *
+ * @param name The flag, for the message.
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The result when the flag is absent, in milliseconds.
+ * @returns The time in milliseconds.
+ * @throws {CliError} Unless it is a number of seconds, 0 or more.
+ */
+export function parseSeconds(
+  name: string,
+  value: unknown,
+  fallback: number,
+): number {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  const seconds = /^\d+(\.\d+)?$|^\.\d+$/.test(text) ? Number(text) : NaN;
+  if (!(seconds >= 0 && seconds <= 1e6)) {
+    throw new CliError(
+      `Invalid --${name}: "${text}" is not a number of seconds from 0 to 1000000`,
+      EXIT.USAGE,
+    );
+  }
+  return Math.round(seconds * 1000);
+}
+
+/**
+ * Validates a count (`--max-conns`).
+ *
+ * @param name The flag, for the message.
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The result when the flag is absent.
+ * @returns The count.
+ * @throws {CliError} Unless it is a whole number, 0 or more.
+ */
+export function parseCount(
+  name: string,
+  value: unknown,
+  fallback: number,
+): number {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  const count = /^\d{1,9}$/.test(text) ? Number(text) : NaN;
+  if (!(count >= 0)) {
+    throw new CliError(
+      `Invalid --${name}: "${text}" is not a whole number from 0 to 999999999`,
+      EXIT.USAGE,
+    );
+  }
+  return count;
+}
+
+/**
+ * Validates a flag with a fixed set of values.
+ *
+ * @param name The flag, for the message.
+ * @param value The flag's text, or undefined when not given.
+ * @param choices The values allowed; the first is the default.
+ * @returns The value.
+ * @throws {CliError} For any other value.
+ */
+export function parseChoice<T extends string>(
+  name: string,
+  value: unknown,
+  choices: readonly [T, ...T[]],
+): T {
+  if (value === undefined) return choices[0];
+  const text = String(value);
+  if (!(choices as readonly string[]).includes(text)) {
+    throw new CliError(
+      `Invalid --${name}: "${text}" is not one of ${choices.join(", ")}`,
+      EXIT.USAGE,
+    );
+  }
+  return text as T;
+}
+
+/**
  * Validates a `--host` value.
  *
  * @param value The flag's text, or undefined when not given.
@@ -146,13 +237,28 @@ export function joinHostPort(hostname: string, port: number): string {
     : `${hostname}:${port}`;
 }
 
-/** Where a tool was going when a network call failed, for the message. */
-export interface NetworkContext {
-  /** "listen" for the server, "connect" for the client. */
-  action: "listen" | "connect";
-  hostname: string;
-  port: number;
+/**
+ * An address as people write it: `host:port`, `[::1]:port`, or a Unix
+ * socket's path.
+ *
+ * @param addr A listener's or connection's address.
+ * @returns The address as text.
+ */
+export function formatAddr(addr: Deno.Addr): string {
+  if ("hostname" in addr) return joinHostPort(addr.hostname, addr.port);
+  return "path" in addr ? addr.path : addr.transport;
 }
+
+/** Where a tool was going when a network call failed, for the message. */
+export type NetworkContext =
+  & {
+    /** "listen" for the server, "connect" for the client. */
+    action: "listen" | "connect";
+  }
+  & (
+    | { hostname: string; port: number; path?: undefined }
+    | { path: string }
+  );
 
 /**
  * Turns an error from `Deno.listen` or `Deno.connect` into a {@linkcode
@@ -167,6 +273,7 @@ export function explainNetworkError(
   err: unknown,
   context: NetworkContext,
 ): unknown {
+  if (context.path !== undefined) return explainUnixError(err, context);
   const address = joinHostPort(context.hostname, context.port);
   const permission = `--allow-net=${address}`;
   if (err instanceof Deno.errors.NotCapable) {
@@ -195,14 +302,18 @@ export function explainNetworkError(
       EXIT.NETWORK,
     );
   }
-  if (
-    err instanceof Error &&
-    /failed to lookup address|Name or service not known|No address associated|nodename nor servname/i
-      .test(err.message)
-  ) {
+  if (err instanceof Error && /failed to lookup address/.test(err.message)) {
     return new CliError(
-      `Unknown host: "${context.hostname}" does not resolve`,
+      /Temporary failure/.test(err.message)
+        ? `Unknown host: "${context.hostname}" could not be resolved (temporary failure in name resolution: is DNS reachable?)`
+        : `Unknown host: "${context.hostname}" does not resolve`,
       EXIT.NETWORK,
+    );
+  }
+  if (err instanceof URIError && /invalid host/.test(err.message)) {
+    return new CliError(
+      `Invalid host: "${context.hostname}" is not a host name or address`,
+      EXIT.USAGE,
     );
   }
   if (err instanceof Deno.errors.TimedOut) {
@@ -232,6 +343,60 @@ export function explainNetworkError(
     );
   }
   return err;
+}
+
+function explainUnixError(
+  err: unknown,
+  context: { action: "listen" | "connect"; path: string },
+): unknown {
+  const { path } = context;
+  if (err instanceof Deno.errors.NotCapable) {
+    return new CliError(
+      `Permission denied: ${
+        context.action === "listen" ? "listening on" : "connecting to"
+      } ${path} needs --allow-read=${path} --allow-write=${path}`,
+      EXIT.PERMISSION,
+    );
+  }
+  if (err instanceof Deno.errors.NotFound) {
+    return new CliError(
+      context.action === "listen"
+        ? `No such directory: cannot create the socket ${path}`
+        : `No such socket: ${path} does not exist (start the server with --unix ${path})`,
+      EXIT.NETWORK,
+    );
+  }
+  if (err instanceof Deno.errors.AddrInUse) {
+    return new CliError(
+      isSocket(path)
+        ? `Address in use: another server is listening on ${path}`
+        : `Address in use: ${path} exists and is not a Unix socket`,
+      EXIT.NETWORK,
+    );
+  }
+  if (err instanceof Deno.errors.ConnectionRefused) {
+    return new CliError(
+      isSocket(path)
+        ? `Connection refused: no server is listening on ${path} (start one with: deno run --allow-read=${path} --allow-write=${path} server.ts --unix ${path})`
+        : `Not a socket: ${path} is not a Unix socket`,
+      EXIT.NETWORK,
+    );
+  }
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return new CliError(
+      `Permission denied: ${path}: ${errorMessage(err)}`,
+      EXIT.NETWORK,
+    );
+  }
+  return err;
+}
+
+function isSocket(path: string): boolean {
+  try {
+    return Deno.lstatSync(path).isSocket === true;
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -1,12 +1,27 @@
 // Copyright the upcase authors. MIT license.
-// The server's log: one line per event, written in batches so logging costs
-// little on the hot path. Internal.
+// The server's log: one line per event, as text (the seed's words) or JSON,
+// written in batches so logging costs little on the hot path. Internal.
 
-import type { ServerEvent } from "./serve.ts";
-import { joinHostPort } from "./_cli.ts";
+import { format as formatBytes } from "@std/fmt/bytes";
+import { format as formatDuration } from "@std/fmt/duration";
+import { bold, red, yellow } from "@std/fmt/colors";
+import type { ServerEvent, ServerStats } from "./serve.ts";
+import { formatAddr } from "./_cli.ts";
 
 /** Flush once this many lines are waiting, without waiting for the timer. */
 const MAX_PENDING_LINES = 1024;
+
+/** How the log is written: `text` for people, `json` for programs. */
+export type LogFormat = "text" | "json";
+
+/** Options for {@linkcode ServerLog}. */
+export interface ServerLogOptions {
+  format: LogFormat;
+  /** Leave out the per-connection lines. */
+  quiet: boolean;
+  /** Colour the text lines (only on a terminal, without NO_COLOR). */
+  color: boolean;
+}
 
 /**
  * Collects lines and writes them to a file (stdout) in one write per event
@@ -48,8 +63,112 @@ export class LineWriter {
   }
 }
 
+/** The server CLI's log: events, the shutdown notice and the summary. */
+export class ServerLog {
+  #out: LineWriter;
+  #options: ServerLogOptions;
+
+  /**
+   * @param out Where the lines go.
+   * @param options Format, verbosity and colour.
+   */
+  constructor(out: LineWriter, options: ServerLogOptions) {
+    this.#out = out;
+    this.#options = options;
+  }
+
+  /**
+   * Logs a server event (per-connection ones unless quiet).
+   *
+   * @param event What happened.
+   */
+  event(event: ServerEvent): void {
+    if (
+      this.#options.quiet &&
+      (event.type === "connect" || event.type === "close" ||
+        event.type === "refuse")
+    ) {
+      return;
+    }
+    if (this.#options.format === "json") {
+      this.#out.write(JSON.stringify(eventRecord(event)));
+      return;
+    }
+    const line = formatEvent(event);
+    const failed = (event.type === "close" && event.error !== undefined) ||
+      event.type === "accept-error";
+    this.#out.write(
+      !this.#options.color
+        ? line
+        : failed
+        ? red(line)
+        : event.type === "refuse"
+        ? yellow(line)
+        : line,
+    );
+  }
+
+  /**
+   * Logs that a signal started the shutdown.
+   *
+   * @param graceMs How long open connections may go on.
+   */
+  shutdown(graceMs: number): void {
+    this.#out.write(
+      this.#options.format === "json"
+        ? JSON.stringify({ time: now(), event: "shutdown", graceMs })
+        : `Shutting down: waiting up to ${
+          graceMs / 1000
+        } s for open connections`,
+    );
+    this.#out.flush();
+  }
+
+  /**
+   * Logs the one-line summary after the server stopped.
+   *
+   * @param addr Where the server listened.
+   * @param stats Its final counters.
+   * @param uptimeMs How long it ran.
+   */
+  summary(addr: Deno.Addr, stats: ServerStats, uptimeMs: number): void {
+    if (this.#options.format === "json") {
+      this.#out.write(JSON.stringify({
+        time: now(),
+        event: "summary",
+        address: formatAddr(addr),
+        connections: stats.accepted,
+        bytesIn: stats.bytesIn,
+        bytesOut: stats.bytesOut,
+        errors: stats.errors,
+        refused: stats.refused,
+        idleClosed: stats.idleClosed,
+        uptimeMs,
+      }));
+    } else {
+      const line = `Served ${plural(stats.accepted, "connection")} on ${
+        formatAddr(addr)
+      }: ${formatBytes(stats.bytesIn)} in, ${
+        formatBytes(stats.bytesOut)
+      } out, ${plural(stats.errors, "error")}${
+        stats.refused > 0 ? `, ${stats.refused} refused` : ""
+      }${stats.idleClosed > 0 ? `, ${stats.idleClosed} closed idle` : ""}, up ${
+        formatDuration(uptimeMs, { ignoreZero: true }) || "0ms"
+      }`;
+      this.#out.write(this.#options.color ? bold(line) : line);
+    }
+    this.#out.flush();
+  }
+
+  /** Writes what is queued. */
+  flush(): void {
+    this.#out.flush();
+  }
+}
+
 /**
- * One log line for a server event, in the seed's words where it has them.
+ * One text log line for a server event, in the seed's words where it has
+ * them.
  *
  * @param event What happened.
  * @returns The line, without a newline.
@@ -57,19 +176,49 @@ export class LineWriter {
 export function formatEvent(event: ServerEvent): string {
   switch (event.type) {
     case "listen":
-      return `Accepting connections on ${
-        joinHostPort(event.addr.hostname, event.addr.port)
-      } ...`;
+      return `Accepting connections on ${formatAddr(event.addr)} ...`;
     case "connect":
-      return `received from ${event.remote.hostname} at PORT ${event.remote.port}`;
+      return `received from ${peer(event.remote, event.id)}`;
     case "close": {
-      const where = `${event.remote.hostname} at PORT ${event.remote.port}`;
+      const where = peer(event.remote, event.id);
       const counts = `${event.bytesIn} bytes in, ${event.bytesOut} bytes out`;
-      return event.error === undefined
-        ? `closed ${where}: ${counts}`
-        : `error from ${where}: ${event.error} (${counts})`;
+      return event.error !== undefined
+        ? `error from ${where}: ${event.error} (${counts})`
+        : event.idle
+        ? `closed ${where} after the idle timeout: ${counts}`
+        : `closed ${where}: ${counts}`;
     }
+    case "refuse":
+      return `refused ${
+        peer(event.remote, 0)
+      }: ${event.maxConns} connections open (--max-conns)`;
     case "accept-error":
       return `accept failed: ${event.error}; retrying`;
   }
+}
+
+/** `IP at PORT N` as the seed says it; Unix clients have no address. */
+function peer(addr: Deno.Addr, id: number): string {
+  return "hostname" in addr
+    ? `${addr.hostname} at PORT ${addr.port}`
+    : `unix socket client${id > 0 ? ` #${id}` : ""}`;
+}
+
+function eventRecord(event: ServerEvent): Record<string, unknown> {
+  const record: Record<string, unknown> = { time: now(), event: event.type };
+  for (const [key, value] of Object.entries(event)) {
+    if (key === "type") continue;
+    record[key] = key === "remote" || key === "addr"
+      ? formatAddr(value as Deno.Addr)
+      : value;
+  }
+  return record;
+}
+
+function plural(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+}
+
+function now(): string {
+  return new Date().toISOString();
 }

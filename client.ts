@@ -17,9 +17,12 @@ import {
   EXIT,
   EXIT_CODES_HELP,
   explainNetworkError,
+  joinHostPort,
+  type NetworkContext,
   parseFlags,
   parseHost,
   parsePort,
+  parseSeconds,
   printWarning,
   run,
 } from "./_cli.ts";
@@ -28,16 +31,42 @@ import { VERSION } from "./version.ts";
 
 /** The client's command-line options, validated. */
 export interface ClientCliOptions {
+  /** Server host name or address. */
   hostname: string;
+  /** Server TCP port. */
   port: number;
-  /** The message; undefined when none was given. */
+  /** A Unix socket path to connect to instead of TCP. */
+  unix: string | undefined;
+  /** The message; `-` for stdin; undefined when none was given. */
   message: string | undefined;
+  /** The question-and-answer loop: one line of stdin per request. */
+  interactive: boolean;
+  /** Connect and reply time limit in milliseconds; 0 for none. */
+  timeout: number;
+  /** Only the reply: no header line, no warnings. */
+  quiet: boolean;
   help: boolean;
   version: boolean;
 }
 
+/** Every option's default, in one place. */
+export const CLIENT_DEFAULTS: Readonly<ClientCliOptions> = {
+  hostname: CLIENT_HOST,
+  port: SERV_PORT,
+  unix: undefined,
+  message: undefined,
+  interactive: false,
+  timeout: 0,
+  quiet: false,
+  help: false,
+  version: false,
+};
+
 /** The seed's usage line, printed when the message is missing. */
 const SEED_USAGE = "usage: ./client message";
+
+/** The size of each read from stdin. */
+const STDIN_CHUNK_SIZE = 64 * 1024;
 
 /**
  * Parses and validates the client's arguments.
@@ -48,9 +77,9 @@ const SEED_USAGE = "usage: ./client message";
  */
 export function parseClientArgs(args: string[]): ClientCliOptions {
   const flags = parseFlags(args, {
-    string: ["host", "port"],
-    boolean: ["help", "version"],
-    alias: { h: "help", V: "version" },
+    string: ["host", "port", "unix", "timeout"],
+    boolean: ["interactive", "quiet", "help", "version"],
+    alias: { i: "interactive", q: "quiet", h: "help", V: "version" },
   });
   if (flags._.length > 1) {
     throw new CliError(
@@ -60,36 +89,327 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
       EXIT.USAGE,
     );
   }
-  return {
-    hostname: parseHost(flags.host, CLIENT_HOST),
-    port: parsePort(flags.port, SERV_PORT),
-    message: flags._[0],
+  const d = CLIENT_DEFAULTS;
+  const options: ClientCliOptions = {
+    hostname: parseHost(flags.host, d.hostname),
+    port: parsePort(flags.port, d.port),
+    unix: flags.unix === undefined ? d.unix : String(flags.unix),
+    message: flags._[0] ?? d.message,
+    interactive: flags.interactive === true,
+    timeout: parseSeconds("timeout", flags.timeout, d.timeout),
+    quiet: flags.quiet === true,
     help: flags.help === true,
     version: flags.version === true,
   };
+  if (
+    options.unix !== undefined &&
+    (flags.host !== undefined || flags.port !== undefined)
+  ) {
+    throw new CliError(
+      "Conflicting flags: --unix cannot be combined with --host or --port",
+      EXIT.USAGE,
+    );
+  }
+  if (options.interactive && options.message !== undefined) {
+    throw new CliError(
+      `Conflicting arguments: --interactive reads its lines from stdin, not "${options.message}"`,
+      EXIT.USAGE,
+    );
+  }
+  return options;
 }
 
 function printUsage(): void {
+  const d = CLIENT_DEFAULTS;
   console.log(`upcase client ${VERSION}
 Sends MESSAGE to an upcase server, half-closes, and prints the reply.
 
 Usage:
   deno run --allow-net=HOST:PORT client.ts [options] MESSAGE
+  deno run --allow-net=HOST:PORT client.ts [options] - < FILE
+  deno run --allow-net=HOST:PORT client.ts [options] --interactive
+
+Modes:
+  MESSAGE                prints "Response from server:", then the reply and a
+                         newline (the seed's client.c)
+  -                      streams stdin to the server and the reply to stdout as
+                         it arrives: stdout is exactly the reply bytes
+  -i, --interactive      one request per line of stdin over one connection,
+                         each reply printed as it arrives, until EOF
 
 Options:
-  --host HOST   server host name or address (default ${CLIENT_HOST})
-  --port PORT   server TCP port (default ${SERV_PORT})
-  -h, --help    show this help
-  -V, --version show the version
+  --host HOST            server host name or address (default ${d.hostname})
+  --port PORT            server TCP port (default ${d.port})
+  --unix PATH            connect to a Unix socket at PATH instead of TCP
+  --timeout SECONDS      give up if connecting, or the whole reply (each reply
+                         with -i), takes longer (default 0: no limit)
+  -q, --quiet            print only the reply: no "Response from server:" line,
+                         no warnings
+  -h, --help             show this help
+  -V, --version          show the version
 
 The --allow-net permission must name the same HOST:PORT, e.g.
-  deno run --allow-net=${CLIENT_HOST}:${SERV_PORT} client.ts "hello, world"
+  deno run --allow-net=${d.hostname}:${d.port} client.ts "hello, world"
+(--unix PATH needs --allow-read=PATH --allow-write=PATH instead.)
 
-Output: "Response from server:", then the reply and a newline. A reply
-shorter than the message (the seed's server.c reads at most ${MAXLINE} bytes)
+A reply shorter than the message (the seed's server.c reads at most ${MAXLINE} bytes)
 is printed as it came, with a warning on stderr.
 
 ${EXIT_CODES_HELP}`);
+}
+
+/** Closes the connection when time runs out; each wait arms it anew. */
+class Deadline {
+  #ms: number;
+  #onExpire: () => void;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  expired = false;
+
+  constructor(ms: number, onExpire: () => void) {
+    this.#ms = ms;
+    this.#onExpire = onExpire;
+  }
+
+  arm(): void {
+    if (this.#ms === 0) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.expired = true;
+      this.#onExpire();
+    }, this.#ms);
+  }
+
+  disarm(): void {
+    clearTimeout(this.#timer);
+  }
+}
+
+function networkContext(options: ClientCliOptions): NetworkContext {
+  return options.unix === undefined
+    ? { action: "connect", hostname: options.hostname, port: options.port }
+    : { action: "connect", path: options.unix };
+}
+
+function addressOf(options: ClientCliOptions): string {
+  return options.unix ?? joinHostPort(options.hostname, options.port);
+}
+
+function seconds(ms: number): string {
+  return `${ms / 1000} s`;
+}
+
+/** Connects, within the timeout, explaining any failure in one line. */
+async function open(options: ClientCliOptions): Promise<Deno.Conn> {
+  const connecting = connect({
+    hostname: options.hostname,
+    port: options.port,
+    path: options.unix,
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    if (options.timeout === 0) return;
+    timer = setTimeout(() => {
+      connecting.then(closeQuietly, () => {});
+      reject(
+        new CliError(
+          `Timed out: could not connect to ${addressOf(options)} within ${
+            seconds(options.timeout)
+          }`,
+          EXIT.TIMEOUT,
+        ),
+      );
+    }, options.timeout);
+  });
+  try {
+    return await Promise.race([connecting, expired]);
+  } catch (err: unknown) {
+    throw explainNetworkError(err, networkContext(options));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Turns a failure during the exchange into one line. */
+function explainExchangeError(
+  err: unknown,
+  options: ClientCliOptions,
+  deadline: Deadline,
+): unknown {
+  if (deadline.expired) {
+    return new CliError(
+      `Timed out: no complete reply from ${addressOf(options)} within ${
+        seconds(options.timeout)
+      }`,
+      EXIT.TIMEOUT,
+    );
+  }
+  return explainNetworkError(err, networkContext(options));
+}
+
+/** The seed's exchange: the message from argv, the reply after a header. */
+async function sendMessage(options: ClientCliOptions, message: string) {
+  const bytes = new TextEncoder().encode(message);
+  const conn = await open(options);
+  const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
+  const reply: Uint8Array[] = [];
+  let received: number;
+  deadline.arm();
+  try {
+    ({ received } = await exchange(conn, [bytes], (chunk) => {
+      reply.push(chunk.slice());
+    }));
+    if (deadline.expired) throw new Deno.errors.TimedOut();
+  } catch (err: unknown) {
+    throw explainExchangeError(err, options, deadline);
+  } finally {
+    deadline.disarm();
+    closeQuietly(conn);
+  }
+  if (received === 0 && bytes.length > 0) {
+    throw new CliError(
+      "Server closed the connection before replying",
+      EXIT.CONNECTION_LOST,
+    );
+  }
+  const out = new TextEncoder();
+  if (!options.quiet) {
+    await writeAll(Deno.stdout, out.encode("Response from server:\n"));
+  }
+  for (const chunk of reply) await writeAll(Deno.stdout, chunk);
+  await writeAll(Deno.stdout, out.encode("\n"));
+  warnIfShort(options, received, bytes.length);
+}
+
+function warnIfShort(
+  options: ClientCliOptions,
+  received: number,
+  sent: number,
+): void {
+  if (received < sent && !options.quiet) {
+    printWarning(
+      `Reply truncated: got ${received} of ${sent} bytes; the server closed early (the seed's server.c reads at most ${MAXLINE})`,
+    );
+  }
+}
+
+/** Reads stdin in chunks; each is valid until the next is asked for. */
+async function* stdinChunks(): AsyncGenerator<Uint8Array> {
+  const buf = new Uint8Array(STDIN_CHUNK_SIZE);
+  while (true) {
+    const n = await Deno.stdin.read(buf);
+    if (n === null) return;
+    yield buf.subarray(0, n);
+  }
+}
+
+/** `-`: stdin to the server, the reply to stdout as it arrives. */
+async function sendStdin(options: ClientCliOptions) {
+  const conn = await open(options);
+  const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
+  let result;
+  deadline.arm();
+  try {
+    result = await exchange(
+      conn,
+      stdinChunks(),
+      (chunk) => writeAll(Deno.stdout, chunk),
+    );
+    if (deadline.expired) throw new Deno.errors.TimedOut();
+  } catch (err: unknown) {
+    throw explainExchangeError(err, options, deadline);
+  } finally {
+    deadline.disarm();
+    closeQuietly(conn);
+  }
+  if (result.received === 0 && result.sent > 0) {
+    throw new CliError(
+      "Server closed the connection before replying",
+      EXIT.CONNECTION_LOST,
+    );
+  }
+  warnIfShort(options, result.received, result.sent);
+}
+
+/** Splits stdin into lines, each with its newline (the last may lack it). */
+async function* stdinLines(): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array = new Uint8Array(0);
+  for await (const chunk of stdinChunks()) {
+    let start = 0;
+    let newline = chunk.indexOf(0x0a);
+    while (newline !== -1) {
+      const line = chunk.subarray(start, newline + 1);
+      yield pending.length > 0 ? concat(pending, line) : line;
+      pending = new Uint8Array(0);
+      start = newline + 1;
+      newline = chunk.indexOf(0x0a, start);
+    }
+    pending = concat(pending, chunk.subarray(start));
+    if (pending.length >= STDIN_CHUNK_SIZE) {
+      yield pending; // a very long line goes out in pieces
+      pending = new Uint8Array(0);
+    }
+  }
+  if (pending.length > 0) yield pending;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+/**
+ * `--interactive`: the tutorial's loop. Each line goes out as it is read and
+ * its reply (up to its newline) is printed before the next line is sent.
+ */
+async function interact(options: ClientCliOptions) {
+  const conn = await open(options);
+  if (Deno.stdin.isTerminal() && !options.quiet) {
+    console.error(
+      `Connected to ${
+        addressOf(options)
+      }: type a line and press Enter; Ctrl-D ends`,
+    );
+  }
+  const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
+  const buf = new Uint8Array(STDIN_CHUNK_SIZE);
+  let replies = 0;
+  try {
+    for await (const line of stdinLines()) {
+      await writeAll(conn, line);
+      if (line[line.length - 1] !== 0x0a) continue;
+      deadline.arm();
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) {
+          throw new CliError(
+            `Connection lost: the server closed the connection after ${replies} ${
+              replies === 1 ? "reply" : "replies"
+            }`,
+            EXIT.CONNECTION_LOST,
+          );
+        }
+        await writeAll(Deno.stdout, buf.subarray(0, n));
+        if (buf.subarray(0, n).includes(0x0a)) break;
+      }
+      deadline.disarm();
+      replies++;
+    }
+    await conn.closeWrite();
+    deadline.arm();
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      await writeAll(Deno.stdout, buf.subarray(0, n));
+    }
+  } catch (err: unknown) {
+    if (err instanceof CliError) throw err;
+    throw explainExchangeError(err, options, deadline);
+  } finally {
+    deadline.disarm();
+    closeQuietly(conn);
+  }
 }
 
 async function main(): Promise<number> {
@@ -102,45 +422,12 @@ async function main(): Promise<number> {
     console.log(`upcase client ${VERSION}`);
     return EXIT.OK;
   }
-  if (options.message === undefined) {
+  if (options.interactive) await interact(options);
+  else if (options.message === undefined) {
     console.error(SEED_USAGE);
     return EXIT.USAGE;
-  }
-  const message = new TextEncoder().encode(options.message);
-  let conn: Deno.Conn;
-  try {
-    conn = await connect(options);
-  } catch (err: unknown) {
-    throw explainNetworkError(err, { action: "connect", ...options });
-  }
-  const reply: Uint8Array[] = [];
-  let result;
-  try {
-    result = await exchange(conn, [message], (chunk) => {
-      reply.push(chunk.slice());
-    });
-  } catch (err: unknown) {
-    throw explainNetworkError(err, { action: "connect", ...options });
-  } finally {
-    closeQuietly(conn);
-  }
-  if (result.received === 0 && message.length > 0) {
-    throw new CliError(
-      "Server closed the connection before replying",
-      EXIT.CONNECTION_LOST,
-    );
-  }
-  await writeAll(
-    Deno.stdout,
-    new TextEncoder().encode("Response from server:\n"),
-  );
-  for (const chunk of reply) await writeAll(Deno.stdout, chunk);
-  await writeAll(Deno.stdout, new Uint8Array([0x0a]));
-  if (result.received < message.length) {
-    printWarning(
-      `Reply truncated: got ${result.received} of ${message.length} bytes; the server closed early (the seed's server.c reads at most ${MAXLINE})`,
-    );
-  }
+  } else if (options.message === "-") await sendStdin(options);
+  else await sendMessage(options, options.message);
   return EXIT.OK;
 }
 

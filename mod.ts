@@ -21,13 +21,16 @@
 
 export { CLIENT_HOST, MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
 export { toUpper, toUpperInPlace } from "./transform.ts";
+export { toUpperUnicode, UnicodeUpperCaser } from "./unicode.ts";
 export {
   DEFAULT_GRACE_MS,
   serve,
+  type ServeCommonOptions,
   type ServeOptions,
   Server,
   type ServerEvent,
   type ServerStats,
+  type ServeUnixOptions,
   type ShutdownOptions,
 } from "./serve.ts";
 export {

@@ -23,6 +23,13 @@ export interface ConnectOptions {
    * @default {6666}
    */
   port?: number;
+  /**
+   * A Unix socket path to connect to instead of TCP (then `hostname` and
+   * `port` are ignored).
+   *
+   * @default {undefined}
+   */
+  path?: string;
 }
 
 /** Options for {@linkcode request}. */
@@ -41,7 +48,8 @@ export interface RequestOptions extends ConnectOptions {
  * @param options Where to connect.
  * @returns The connection; close it when done.
  * @throws {Deno.errors.ConnectionRefused} When no server listens there.
- * @throws {Deno.errors.NotCapable} Without `--allow-net` for the address.
+ * @throws {Deno.errors.NotCapable} Without `--allow-net` for the address
+ *   (`--allow-read` and `--allow-write` for a socket path).
  *
  * @example Usage
  * ```ts
@@ -54,9 +62,13 @@ export interface RequestOptions extends ConnectOptions {
  * ```
  */
 export function connect(options: ConnectOptions = {}): Promise<Deno.Conn> {
+  if (options.path !== undefined) {
+    return Deno.connect({ transport: "unix", path: options.path });
+  }
   return Deno.connect({
     hostname: options.hostname ?? CLIENT_HOST,
     port: options.port ?? SERV_PORT,
+    transport: "tcp",
   });
 }
 

@@ -8,28 +8,85 @@
 
 import { MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
 import { toUpperInPlace } from "./transform.ts";
+import { UnicodeUpperCaser } from "./unicode.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 
 /** Something the server did, for logging. See {@linkcode ServeOptions.onEvent}. */
 export type ServerEvent =
-  | { type: "listen"; addr: Deno.NetAddr }
-  | { type: "connect"; remote: Deno.NetAddr }
+  | { type: "listen"; addr: Deno.Addr }
+  | {
+    type: "connect";
+    /** The connection's number: 1 for the first accepted, and so on. */
+    id: number;
+    remote: Deno.Addr;
+  }
   | {
     type: "close";
-    remote: Deno.NetAddr;
+    id: number;
+    remote: Deno.Addr;
     /** Bytes read from the client. */
     bytesIn: number;
     /** Bytes written back to the client. */
     bytesOut: number;
+    /**
+     * Closed by {@linkcode ServeOptions.idleTimeout}: nothing moved either
+     * way for that long.
+     */
+    idle: boolean;
     /** Why the connection ended early, if it did: one line. */
     error?: string;
   }
+  | {
+    type: "refuse";
+    remote: Deno.Addr;
+    /** The limit that was reached, {@linkcode ServeOptions.maxConns}. */
+    maxConns: number;
+  }
   | { type: "accept-error"; error: string };
 
-/** Options for {@linkcode serve}. */
-export interface ServeOptions {
+/** Options for {@linkcode serve} common to TCP and Unix sockets. */
+export interface ServeCommonOptions {
   /**
-   * The address to listen on.
+   * Reproduce the seed's `server.c`: one read of at most {@linkcode MAXLINE}
+   * bytes per connection, reply, close.
+   *
+   * @default {false}
+   */
+  once?: boolean;
+  /**
+   * Upper-case UTF-8 text as Unicode (`"straße"` becomes `"STRASSE"`) instead
+   * of the byte-exact ASCII transform; bytes that are not valid UTF-8 pass
+   * through unchanged. See {@linkcode UnicodeUpperCaser}.
+   *
+   * @default {false}
+   */
+  unicode?: boolean;
+  /**
+   * The most connections served at once; a client beyond it is accepted and
+   * closed at once (and a `refuse` event says so). 0 means no limit.
+   *
+   * @default {0}
+   */
+  maxConns?: number;
+  /**
+   * Close a connection when no byte has moved either way for this many
+   * milliseconds. 0 means never.
+   *
+   * @default {0}
+   */
+  idleTimeout?: number;
+  /**
+   * Called for each {@linkcode ServerEvent}, for logging. Must not throw.
+   *
+   * @default {undefined} (silent)
+   */
+  onEvent?: (event: ServerEvent) => void;
+}
+
+/** Options for {@linkcode serve} on TCP. */
+export interface ServeOptions extends ServeCommonOptions {
+  /**
+   * The address to listen on: an IPv4 or IPv6 address or a host name.
    *
    * @default {"0.0.0.0"}
    */
@@ -40,27 +97,27 @@ export interface ServeOptions {
    * @default {6666}
    */
   port?: number;
+}
+
+/** Options for {@linkcode serve} on a Unix domain socket. */
+export interface ServeUnixOptions extends ServeCommonOptions {
   /**
-   * Reproduce the seed's `server.c`: one read of at most {@linkcode MAXLINE}
-   * bytes per connection, reply, close.
-   *
-   * @default {false}
+   * The socket's path. It must not exist yet; the server removes it when it
+   * stops.
    */
-  once?: boolean;
-  /**
-   * Called for each {@linkcode ServerEvent}, for logging. Must not throw.
-   *
-   * @default {undefined} (silent)
-   */
-  onEvent?: (event: ServerEvent) => void;
+  path: string;
 }
 
 /** Live counters of a running {@linkcode Server}. */
 export interface ServerStats {
   /** Connections open now. */
   active: number;
-  /** Connections accepted since start. */
+  /** Connections accepted since start (refused ones not included). */
   accepted: number;
+  /** Connections refused because {@linkcode ServeOptions.maxConns} were open. */
+  refused: number;
+  /** Connections closed by {@linkcode ServeOptions.idleTimeout}. */
+  idleClosed: number;
   /** Bytes read from clients since start. */
   bytesIn: number;
   /** Bytes written to clients since start. */
@@ -90,36 +147,72 @@ const LARGE_BUFFER_SIZE = 64 * 1024;
 /** How many large buffers are kept for reuse once their connection goes quiet. */
 const LARGE_BUFFERS_KEPT = 64;
 
+/** What the server tracks of one open connection. */
+interface Connection {
+  readonly conn: Deno.Conn;
+  /** When a byte last moved, on the server's coarse idle clock. */
+  lastActive: number;
+  /** Closed by the idle timeout. */
+  idle: boolean;
+  bytesIn: number;
+  bytesOut: number;
+}
+
 /**
  * A running upcase server, as returned by {@linkcode serve}.
+ *
+ * @typeParam A The address type: {@linkcode Deno.NetAddr} for TCP,
+ *   {@linkcode Deno.UnixAddr} for a Unix socket.
  */
-export class Server {
+export class Server<A extends Deno.Addr = Deno.NetAddr> {
   /** The address the server is bound to (with the real port when 0 was asked). */
-  readonly addr: Deno.NetAddr;
+  readonly addr: A;
   /** Resolves once the server has stopped and every connection is closed. */
   readonly finished: Promise<void>;
 
   #listener: Deno.Listener;
   #once: boolean;
+  #unicode: boolean;
+  #maxConns: number;
+  #idleTimeout: number;
   #emit: (event: ServerEvent) => void;
   #stats: ServerStats = {
     active: 0,
     accepted: 0,
+    refused: 0,
+    idleClosed: 0,
     bytesIn: 0,
     bytesOut: 0,
     errors: 0,
   };
-  #conns = new Set<Deno.Conn>();
+  #conns = new Set<Connection>();
   #closing = false;
   #drained = Promise.withResolvers<void>();
   #largeBuffers: Uint8Array<ArrayBuffer>[] = [];
+  /** Milliseconds, updated by the idle sweep: cheap to read per I/O. */
+  #clock = Date.now();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #cleanup: (() => void) | undefined;
 
   /** Use {@linkcode serve} to start a server. */
-  constructor(listener: Deno.Listener, options: ServeOptions) {
+  constructor(
+    listener: Deno.Listener,
+    options: ServeCommonOptions,
+    cleanup?: () => void,
+  ) {
     this.#listener = listener;
-    this.addr = listener.addr as Deno.NetAddr;
+    this.addr = listener.addr as A;
     this.#once = options.once ?? false;
+    this.#unicode = options.unicode ?? false;
+    this.#maxConns = options.maxConns ?? 0;
+    this.#idleTimeout = options.idleTimeout ?? 0;
     this.#emit = options.onEvent ?? (() => {});
+    this.#cleanup = cleanup;
+    if (this.#idleTimeout > 0) {
+      // Sweep ten times per timeout: connections close within 10 % of it.
+      const every = Math.min(1000, Math.max(10, this.#idleTimeout / 10));
+      this.#sweeper = setInterval(() => this.#sweepIdle(), every);
+    }
     this.#emit({ type: "listen", addr: this.addr });
     this.finished = this.#acceptLoop();
   }
@@ -141,6 +234,7 @@ export class Server {
     if (!this.#closing) {
       this.#closing = true;
       this.#listener.close();
+      this.#cleanup?.();
     }
     if (this.#conns.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -149,7 +243,7 @@ export class Server {
       });
       await Promise.race([this.#drained.promise, expired]);
       clearTimeout(timer);
-      for (const conn of this.#conns) closeQuietly(conn);
+      for (const c of this.#conns) closeQuietly(c.conn);
     }
     await this.finished;
   }
@@ -174,46 +268,85 @@ export class Server {
         continue;
       }
       backoff = 0;
+      if (this.#maxConns > 0 && this.#conns.size >= this.#maxConns) {
+        this.#refuse(conn);
+        continue;
+      }
+      // Echo each piece at once: no Nagle delay on small replies.
+      if (conn.remoteAddr.transport === "tcp") {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      }
       this.#handleConnection(conn);
     }
+    clearInterval(this.#sweeper);
     if (this.#conns.size > 0) await this.#drained.promise;
+  }
+
+  #refuse(conn: Deno.Conn): void {
+    this.#stats.refused++;
+    this.#emit({
+      type: "refuse",
+      remote: conn.remoteAddr,
+      maxConns: this.#maxConns,
+    });
+    closeQuietly(conn);
   }
 
   /** Serves one client; never rejects. */
   async #handleConnection(conn: Deno.Conn): Promise<void> {
     const stats = this.#stats;
-    const remote = conn.remoteAddr as Deno.NetAddr;
-    const counts = { bytesIn: 0, bytesOut: 0 };
+    const id = ++stats.accepted;
+    const remote = conn.remoteAddr;
+    const c: Connection = {
+      conn,
+      lastActive: this.#clock,
+      idle: false,
+      bytesIn: 0,
+      bytesOut: 0,
+    };
     let error: string | undefined;
-    this.#conns.add(conn);
+    this.#conns.add(c);
     stats.active++;
-    stats.accepted++;
-    this.#emit({ type: "connect", remote });
+    this.#emit({ type: "connect", id, remote });
     try {
-      if (this.#once) await this.#replyOnce(conn, counts);
-      else await this.#stream(conn, counts);
+      if (this.#once) await this.#replyOnce(c);
+      else if (this.#unicode) await this.#streamUnicode(c);
+      else await this.#stream(c);
     } catch (err: unknown) {
-      error = errorMessage(err);
-      stats.errors++;
+      // A read or write cut short by the idle sweep closing the socket is
+      // not an error of the client's.
+      if (!c.idle) {
+        error = errorMessage(err);
+        stats.errors++;
+      }
     } finally {
       closeQuietly(conn);
-      this.#conns.delete(conn);
+      this.#conns.delete(c);
       stats.active--;
-      stats.bytesIn += counts.bytesIn;
-      stats.bytesOut += counts.bytesOut;
-      this.#emit({ type: "close", remote, ...counts, error });
+      stats.bytesIn += c.bytesIn;
+      stats.bytesOut += c.bytesOut;
+      if (c.idle) stats.idleClosed++;
+      this.#emit({
+        type: "close",
+        id,
+        remote,
+        bytesIn: c.bytesIn,
+        bytesOut: c.bytesOut,
+        idle: c.idle,
+        error,
+      });
       if (this.#conns.size === 0 && this.#closing) this.#drained.resolve();
     }
   }
 
   /** The seed's exchange: one read of at most MAXLINE bytes, reply, close. */
-  async #replyOnce(conn: Deno.Conn, counts: ByteCounts): Promise<void> {
+  async #replyOnce(c: Connection): Promise<void> {
     const buf = new Uint8Array(MAXLINE);
-    const n = await conn.read(buf);
+    const n = await c.conn.read(buf);
     if (n === null) return;
-    counts.bytesIn = n;
-    await writeAll(conn, toUpperInPlace(buf.subarray(0, n)));
-    counts.bytesOut = n;
+    c.bytesIn = n;
+    await writeAll(c.conn, toUpperInPlace(buf.subarray(0, n)));
+    c.bytesOut = n;
   }
 
   /**
@@ -221,16 +354,19 @@ export class Server {
    * use at a time and nothing is read while a write is pending, so a fast
    * sender is held back by TCP flow control, not by the heap.
    */
-  async #stream(conn: Deno.Conn, counts: ByteCounts): Promise<void> {
+  async #stream(c: Connection): Promise<void> {
+    const { conn } = c;
     const small = new Uint8Array(SMALL_BUFFER_SIZE);
     let buf = small;
     try {
       while (true) {
         const n = await conn.read(buf);
         if (n === null) break;
-        counts.bytesIn += n;
+        c.bytesIn += n;
+        c.lastActive = this.#clock;
         await writeAll(conn, toUpperInPlace(buf.subarray(0, n)));
-        counts.bytesOut += n;
+        c.bytesOut += n;
+        c.lastActive = this.#clock;
         if (n === buf.length) {
           // A full buffer: the client streams, so read in large pieces.
           if (buf === small) buf = this.#largeBuffers.pop() ?? largeBuffer();
@@ -245,9 +381,40 @@ export class Server {
     }
   }
 
+  /** {@linkcode Server.#stream} with the Unicode transform. */
+  async #streamUnicode(c: Connection): Promise<void> {
+    const { conn } = c;
+    const upper = new UnicodeUpperCaser();
+    const buf = new Uint8Array(LARGE_BUFFER_SIZE);
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      c.bytesIn += n;
+      c.lastActive = this.#clock;
+      const out = upper.push(buf.subarray(0, n));
+      await writeAll(conn, out);
+      c.bytesOut += out.length;
+      c.lastActive = this.#clock;
+    }
+    const rest = upper.flush();
+    await writeAll(conn, rest);
+    c.bytesOut += rest.length;
+  }
+
   #releaseLarge(buf: Uint8Array<ArrayBuffer>): void {
     if (this.#largeBuffers.length < LARGE_BUFFERS_KEPT) {
       this.#largeBuffers.push(buf);
+    }
+  }
+
+  #sweepIdle(): void {
+    const now = Date.now();
+    this.#clock = now;
+    for (const c of this.#conns) {
+      if (!c.idle && now - c.lastActive >= this.#idleTimeout) {
+        c.idle = true;
+        closeQuietly(c.conn);
+      }
     }
   }
 }
@@ -257,10 +424,12 @@ export class Server {
  * (see {@linkcode toUpperInPlace}), in order, until the client half-closes;
  * then the server closes the connection. Many clients are served at once.
  *
- * @param options Where to listen, the mode, and a logging hook.
+ * @param options Where to listen (TCP `hostname` and `port`, or a Unix socket
+ *   `path`), the mode, limits, and a logging hook.
  * @returns The running server; call {@linkcode Server.shutdown} to stop it.
- * @throws {Deno.errors.AddrInUse} When the port is taken.
- * @throws {Deno.errors.NotCapable} Without `--allow-net` for the address.
+ * @throws {Deno.errors.AddrInUse} When the port or socket path is taken.
+ * @throws {Deno.errors.NotCapable} Without `--allow-net` for the address
+ *   (`--allow-read` and `--allow-write` for a socket path).
  *
  * @example Serve on a free port, ask once, stop
  * ```ts
@@ -272,18 +441,32 @@ export class Server {
  * assertEquals(new TextDecoder().decode(reply), "HELLO");
  * ```
  */
-export function serve(options: ServeOptions = {}): Server {
+export function serve(options?: ServeOptions): Server<Deno.NetAddr>;
+export function serve(options: ServeUnixOptions): Server<Deno.UnixAddr>;
+export function serve(
+  options: ServeOptions | ServeUnixOptions = {},
+): Server<Deno.NetAddr> | Server<Deno.UnixAddr> {
+  if ("path" in options) {
+    const { path } = options;
+    const listener = Deno.listen({ transport: "unix", path });
+    return new Server<Deno.UnixAddr>(listener, options, () => {
+      removeQuietly(path);
+    });
+  }
   const listener = Deno.listen({
     hostname: options.hostname ?? SERVER_HOST,
     port: options.port ?? SERV_PORT,
     transport: "tcp",
   });
-  return new Server(listener, options);
+  return new Server<Deno.NetAddr>(listener, options);
 }
 
-interface ByteCounts {
-  bytesIn: number;
-  bytesOut: number;
+function removeQuietly(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch (err: unknown) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
 }
 
 function largeBuffer(): Uint8Array<ArrayBuffer> {

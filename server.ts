@@ -10,48 +10,85 @@
  * @module
  */
 
-import { format as formatBytes } from "@std/fmt/bytes";
-import { format as formatDuration } from "@std/fmt/duration";
 import { MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
-import { serve, type Server } from "./serve.ts";
+import { DEFAULT_GRACE_MS, serve, type Server } from "./serve.ts";
 import {
   CliError,
   EXIT,
   EXIT_CODES_HELP,
   explainNetworkError,
-  joinHostPort,
+  parseChoice,
+  parseCount,
   parseFlags,
   parseHost,
   parsePort,
+  parseSeconds,
   run,
 } from "./_cli.ts";
-import { formatEvent, LineWriter } from "./_log.ts";
+import { LineWriter, type LogFormat, ServerLog } from "./_log.ts";
 import { VERSION } from "./version.ts";
 
 /** The server's command-line options, validated. */
 export interface ServerCliOptions {
+  /** TCP address to listen on. */
   hostname: string;
+  /** TCP port. */
   port: number;
+  /** A Unix socket path to listen on instead of TCP. */
+  unix: string | undefined;
+  /** The seed's one-read mode. */
   once: boolean;
+  /** Unicode upper-casing instead of ASCII. */
+  unicode: boolean;
+  /** Connections served at once; 0 for no limit. */
+  maxConns: number;
+  /** Close connections idle this long, in milliseconds; 0 for never. */
+  idleTimeout: number;
+  /** Shutdown drain time, in milliseconds. */
+  grace: number;
+  /** Leave out the per-connection log lines. */
+  quiet: boolean;
+  logFormat: LogFormat;
   help: boolean;
   version: boolean;
 }
 
-/** Grace period after SIGINT or SIGTERM, in milliseconds. */
-const GRACE_MS = 10_000;
+/** Every option's default, in one place. */
+export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
+  hostname: SERVER_HOST,
+  port: SERV_PORT,
+  unix: undefined,
+  once: false,
+  unicode: false,
+  maxConns: 0,
+  idleTimeout: 0,
+  grace: DEFAULT_GRACE_MS,
+  quiet: false,
+  logFormat: "text",
+  help: false,
+  version: false,
+};
 
 /**
  * Parses and validates the server's arguments.
  *
  * @param args The command-line arguments.
  * @returns The options, with defaults filled in.
- * @throws {CliError} For an unknown flag or a bad value.
+ * @throws {CliError} For an unknown flag, a bad value or a conflict.
  */
 export function parseServerArgs(args: string[]): ServerCliOptions {
   const flags = parseFlags(args, {
-    string: ["host", "port"],
-    boolean: ["once", "help", "version"],
-    alias: { h: "help", V: "version" },
+    string: [
+      "host",
+      "port",
+      "unix",
+      "max-conns",
+      "idle-timeout",
+      "grace",
+      "log-format",
+    ],
+    boolean: ["once", "unicode", "quiet", "help", "version"],
+    alias: { h: "help", V: "version", q: "quiet" },
   });
   if (flags._.length > 0) {
     throw new CliError(
@@ -59,38 +96,130 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       EXIT.USAGE,
     );
   }
-  return {
-    hostname: parseHost(flags.host, SERVER_HOST),
-    port: parsePort(flags.port, SERV_PORT),
+  const d = SERVER_DEFAULTS;
+  const options: ServerCliOptions = {
+    hostname: parseHost(flags.host, d.hostname),
+    port: parsePort(flags.port, d.port),
+    unix: flags.unix === undefined ? d.unix : String(flags.unix),
     once: flags.once === true,
+    unicode: flags.unicode === true,
+    maxConns: parseCount("max-conns", flags["max-conns"], d.maxConns),
+    idleTimeout: parseSeconds(
+      "idle-timeout",
+      flags["idle-timeout"],
+      d.idleTimeout,
+    ),
+    grace: parseSeconds("grace", flags.grace, d.grace),
+    quiet: flags.quiet === true,
+    logFormat: parseChoice("log-format", flags["log-format"], [
+      "text",
+      "json",
+    ]),
     help: flags.help === true,
     version: flags.version === true,
   };
+  if (
+    options.unix !== undefined &&
+    (flags.host !== undefined || flags.port !== undefined)
+  ) {
+    throw new CliError(
+      "Conflicting flags: --unix cannot be combined with --host or --port",
+      EXIT.USAGE,
+    );
+  }
+  if (options.once && options.unicode) {
+    throw new CliError(
+      "Conflicting flags: --once is the seed's ASCII behaviour and cannot be combined with --unicode",
+      EXIT.USAGE,
+    );
+  }
+  return options;
 }
 
 function printUsage(): void {
+  const d = SERVER_DEFAULTS;
   console.log(`upcase server ${VERSION}
 Every byte a client sends comes back with a-z upper-cased, until it half-closes.
 
 Usage:
   deno run --allow-net=HOST:PORT server.ts [options]
+  deno run --allow-read=PATH --allow-write=PATH server.ts --unix PATH [options]
 
 Options:
-  --host HOST   address to listen on (default ${SERVER_HOST}, all IPv4 interfaces)
-  --port PORT   TCP port, 0 for any free one (default ${SERV_PORT})
-  --once        the seed's server.c: one read of at most ${MAXLINE} bytes, reply, close
-  -h, --help    show this help
-  -V, --version show the version
+  --host HOST            address or host name to listen on (default ${d.hostname}:
+                         all IPv4 interfaces; :: for IPv6, 127.0.0.1 for local only)
+  --port PORT            TCP port, 0 for any free one (default ${d.port})
+  --unix PATH            listen on a Unix socket at PATH instead of TCP
+  --once                 the seed's server.c: one read of at most ${MAXLINE} bytes, reply, close
+  --unicode              upper-case UTF-8 text as Unicode ("straße" -> "STRASSE");
+                         bytes that are not UTF-8 pass through unchanged
+  --max-conns N          serve at most N clients at once; more are accepted and
+                         closed at once, and logged (default 0: no limit)
+  --idle-timeout SECONDS close a client when nothing moved for that long
+                         (default 0: never)
+  --grace SECONDS        on SIGINT/SIGTERM, time open connections get to finish
+                         (default ${d.grace / 1000})
+  -q, --quiet            no per-connection log lines
+  --log-format FORMAT    text or json, one line per event (default ${d.logFormat})
+  -h, --help             show this help
+  -V, --version          show the version
 
 The --allow-net permission must name the same HOST:PORT, e.g.
   deno run --allow-net=0.0.0.0:${SERV_PORT} server.ts
 
 SIGINT (Ctrl-C) or SIGTERM: stop accepting, let open connections finish for
-${
-    GRACE_MS / 1000
-  } s, print a summary, exit 0. A second signal closes them at once.
+up to --grace seconds, close the rest, print a summary, exit 0. A second
+signal closes them at once.
 
 ${EXIT_CODES_HELP}`);
+}
+
+/** Starts the server, replacing a stale Unix socket nobody answers on. */
+async function start(options: ServerCliOptions, log: ServerLog) {
+  const common = {
+    once: options.once,
+    unicode: options.unicode,
+    maxConns: options.maxConns,
+    idleTimeout: options.idleTimeout,
+    onEvent: log.event.bind(log),
+  };
+  const { unix } = options;
+  if (unix === undefined) {
+    try {
+      return serve({
+        ...common,
+        hostname: options.hostname,
+        port: options.port,
+      });
+    } catch (err: unknown) {
+      throw explainNetworkError(err, { action: "listen", ...options });
+    }
+  }
+  try {
+    return serve({ ...common, path: unix });
+  } catch (err: unknown) {
+    if (!(err instanceof Deno.errors.AddrInUse) || !await isStale(unix)) {
+      throw explainNetworkError(err, { action: "listen", path: unix });
+    }
+  }
+  try {
+    await Deno.remove(unix);
+    return serve({ ...common, path: unix });
+  } catch (err: unknown) {
+    throw explainNetworkError(err, { action: "listen", path: unix });
+  }
+}
+
+/** A socket file that refuses connections: left behind by a dead server. */
+async function isStale(path: string): Promise<boolean> {
+  try {
+    if (!(await Deno.lstat(path)).isSocket) return false;
+    (await Deno.connect({ transport: "unix", path })).close();
+    return false;
+  } catch (err: unknown) {
+    if (err instanceof Deno.errors.ConnectionRefused) return true;
+    return false;
+  }
 }
 
 async function main(): Promise<number> {
@@ -103,48 +232,26 @@ async function main(): Promise<number> {
     console.log(`upcase server ${VERSION}`);
     return EXIT.OK;
   }
-  const log = new LineWriter(Deno.stdout);
+  const log = new ServerLog(new LineWriter(Deno.stdout), {
+    format: options.logFormat,
+    quiet: options.quiet,
+    color: Deno.stdout.isTerminal(),
+  });
   const started = Date.now();
-  let server: Server;
-  try {
-    server = serve({
-      hostname: options.hostname,
-      port: options.port,
-      once: options.once,
-      onEvent: (event) => log.write(formatEvent(event)),
-    });
-  } catch (err: unknown) {
-    throw explainNetworkError(err, { action: "listen", ...options });
-  }
+  const server: Server<Deno.Addr> = await start(options, log);
   log.flush();
   let signals = 0;
   const stop = () => {
     signals++;
-    if (signals === 1) {
-      log.write(
-        `Shutting down: waiting up to ${
-          GRACE_MS / 1000
-        } s for open connections`,
-      );
-    }
-    server.shutdown({ grace: signals === 1 ? GRACE_MS : 0 });
+    if (signals === 1) log.shutdown(options.grace);
+    server.shutdown({ grace: signals === 1 ? options.grace : 0 });
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   await server.finished;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
-  const stats = server.stats;
-  log.write(
-    `Served ${stats.accepted} connections on ${
-      joinHostPort(server.addr.hostname, server.addr.port)
-    }: ${formatBytes(stats.bytesIn)} in, ${
-      formatBytes(stats.bytesOut)
-    } out, ${stats.errors} errors, up ${
-      formatDuration(Date.now() - started, { ignoreZero: true }) || "0ms"
-    }`,
-  );
-  log.flush();
+  log.summary(server.addr, server.stats, Date.now() - started);
   return EXIT.OK;
 }
 

@@ -159,7 +159,7 @@ Deno.test("serve() reports listen, connect and close events with byte counts", a
   const close = events[2]!;
   if (close.type !== "close") throw new Error("the last event is not close");
   assertEquals([close.bytesIn, close.bytesOut, close.error], [5, 5, undefined]);
-  assertEquals(close.remote.hostname, "127.0.0.1");
+  assertEquals((close.remote as Deno.NetAddr).hostname, "127.0.0.1");
 });
 
 Deno.test("serve() answers a seed-style client: one write, one read of at most MAXLINE bytes, close", async () => {

@@ -354,7 +354,7 @@ function explainUnixError(
     return new CliError(
       `Permission denied: ${
         context.action === "listen" ? "listening on" : "connecting to"
-      } ${path} needs --allow-read=${path} --allow-write=${path}`,
+      } ${path} needs ${unixPermissions(path)}`,
       EXIT.PERMISSION,
     );
   }
@@ -370,14 +370,16 @@ function explainUnixError(
     return new CliError(
       isSocket(path)
         ? `Address in use: another server is listening on ${path}`
-        : `Address in use: ${path} exists and is not a Unix socket`,
+        : `Not a socket: ${path} exists and is not a Unix socket (remove it or choose another path)`,
       EXIT.NETWORK,
     );
   }
   if (err instanceof Deno.errors.ConnectionRefused) {
     return new CliError(
       isSocket(path)
-        ? `Connection refused: no server is listening on ${path} (start one with: deno run --allow-read=${path} --allow-write=${path} server.ts --unix ${path})`
+        ? `Connection refused: no server is listening on ${path} (start one with: deno run ${
+          unixPermissions(path)
+        } server.ts --unix ${path})`
         : `Not a socket: ${path} is not a Unix socket`,
       EXIT.NETWORK,
     );
@@ -389,6 +391,16 @@ function explainUnixError(
     );
   }
   return err;
+}
+
+/**
+ * The flags `deno run` needs to use a Unix socket at `path`.
+ *
+ * @param path The socket's path.
+ * @returns The three flags, space-separated.
+ */
+export function unixPermissions(path: string): string {
+  return `--allow-net=unix:${path} --allow-read=${path} --allow-write=${path}`;
 }
 
 function isSocket(path: string): boolean {

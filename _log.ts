@@ -181,7 +181,9 @@ export function formatEvent(event: ServerEvent): string {
       return `received from ${peer(event.remote, event.id)}`;
     case "close": {
       const where = peer(event.remote, event.id);
-      const counts = `${event.bytesIn} bytes in, ${event.bytesOut} bytes out`;
+      const counts = `${plural(event.bytesIn, "byte")} in, ${
+        plural(event.bytesOut, "byte")
+      } out`;
       return event.error !== undefined
         ? `error from ${where}: ${event.error} (${counts})`
         : event.idle

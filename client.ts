@@ -150,7 +150,7 @@ Options:
 
 The --allow-net permission must name the same HOST:PORT, e.g.
   deno run --allow-net=${d.hostname}:${d.port} client.ts "hello, world"
-(--unix PATH needs --allow-read=PATH --allow-write=PATH instead.)
+(--unix PATH needs --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH.)
 
 A reply shorter than the message (the seed's server.c reads at most ${MAXLINE} bytes)
 is printed as it came, with a warning on stderr.

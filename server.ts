@@ -143,7 +143,7 @@ Every byte a client sends comes back with a-z upper-cased, until it half-closes.
 
 Usage:
   deno run --allow-net=HOST:PORT server.ts [options]
-  deno run --allow-read=PATH --allow-write=PATH server.ts --unix PATH [options]
+  deno run --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH server.ts --unix PATH [options]
 
 Options:
   --host HOST            address or host name to listen on (default ${d.hostname}:

@@ -124,22 +124,54 @@ export function denoRun(
   ];
 }
 
+/** The permission flags README.md gives for a Unix socket at `path`. */
+export function unixAllow(path: string): string[] {
+  return [
+    `--allow-net=unix:${path}`,
+    `--allow-read=${path}`,
+    `--allow-write=${path}`,
+  ];
+}
+
+/** Options for {@linkcode runClient}. */
+export interface RunClientOptions {
+  /** The `--allow-net` value; 127.0.0.1:PORT by default. */
+  allowNet?: string;
+  /** Connect to this Unix socket (with its permissions) instead of a port. */
+  unix?: string;
+  /** Bytes for the client's stdin; none (`/dev/null`) by default. */
+  stdin?: Uint8Array;
+  /** Environment variables; NO_COLOR=1 by default. */
+  env?: Record<string, string>;
+}
+
 /** Runs the client CLI to completion. */
 export async function runClient(
   port: number,
   args: string[],
-  options: { allowNet?: string; stdin?: Uint8Array } = {},
+  options: RunClientOptions = {},
 ): Promise<Output> {
+  const { unix } = options;
   const command = new Deno.Command(Deno.execPath(), {
-    args: denoRun(
-      "client.ts",
-      options.allowNet ?? `127.0.0.1:${port}`,
-      ["--port", String(port), ...args],
-    ),
+    args: unix === undefined
+      ? denoRun(
+        "client.ts",
+        options.allowNet ?? `127.0.0.1:${port}`,
+        ["--port", String(port), ...args],
+      )
+      : [
+        "run",
+        "--no-prompt",
+        ...unixAllow(unix),
+        new URL("client.ts", ROOT).pathname,
+        "--unix",
+        unix,
+        ...args,
+      ],
     stdin: options.stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: options.env ?? { NO_COLOR: "1" },
   });
   const child = command.spawn();
   if (options.stdin) {
@@ -160,6 +192,7 @@ export class ServerProcess {
   readonly child: Deno.ChildProcess;
   readonly port: number;
   #lines: AsyncIterator<string>;
+  #pending: Promise<IteratorResult<string>> | undefined;
   #stderr: Promise<string>;
   /** Every stdout line read so far. */
   readonly log: string[] = [];
@@ -177,21 +210,33 @@ export class ServerProcess {
   }
 
   /**
-   * Starts `server.ts` on 127.0.0.1 on a free port, with the permission
-   * scoped to it, and waits for its "Accepting connections" line.
+   * Starts `server.ts` on a free port of `hostname` (or on the Unix socket
+   * `unix`), with the permission scoped to it, and waits for its
+   * "Accepting connections" line. `port` is 0 for a Unix socket.
    */
   static async start(
     args: string[] = [],
     hostname = "127.0.0.1",
+    unix?: string,
   ): Promise<ServerProcess> {
     const child = new Deno.Command(Deno.execPath(), {
-      args: denoRun("server.ts", `${bracket(hostname)}:0`, [
-        "--host",
-        hostname,
-        "--port",
-        "0",
-        ...args,
-      ]),
+      args: unix === undefined
+        ? denoRun("server.ts", `${bracket(hostname)}:0`, [
+          "--host",
+          hostname,
+          "--port",
+          "0",
+          ...args,
+        ])
+        : [
+          "run",
+          "--no-prompt",
+          ...unixAllow(unix),
+          new URL("server.ts", ROOT).pathname,
+          "--unix",
+          unix,
+          ...args,
+        ],
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -204,7 +249,10 @@ export class ServerProcess {
     const first = await lines.next();
     const match = first.done
       ? null
-      : /^Accepting connections on .*:(\d+) \.\.\.$/.exec(first.value);
+      : /^Accepting connections on (?:.*:(\d+)|\/.*) \.\.\.$/.exec(
+        first.value,
+      ) ??
+        /^\{.*"event":"listen","addr":"(?:.*:(\d+)|\/.*)"\}$/.exec(first.value);
     if (!match) {
       child.kill("SIGKILL");
       await child.status;
@@ -213,20 +261,49 @@ export class ServerProcess {
         `server did not start: ${first.value ?? ""}${await stderr}`,
       );
     }
-    const server = new ServerProcess(child, Number(match[1]), lines, stderr);
+    const server = new ServerProcess(
+      child,
+      Number(match[1] ?? 0),
+      lines,
+      stderr,
+    );
     server.log.push(first.value!);
     return server;
   }
 
-  /** Reads stdout lines until one matches, and returns it. */
-  async waitForLine(pattern: RegExp): Promise<string> {
+  /**
+   * Reads stdout lines until one matches, and returns it; fails after
+   * `timeoutMs` so a test never waits for ever.
+   */
+  async waitForLine(pattern: RegExp, timeoutMs = 15_000): Promise<string> {
     for (const line of this.log) if (pattern.test(line)) return line;
+    const deadline = Date.now() + timeoutMs;
     while (true) {
-      const next = await this.#lines.next();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<"timeout">((resolve) => {
+        timer = setTimeout(() => resolve("timeout"), deadline - Date.now());
+      });
+      const next = await Promise.race([this.#next(), timeout]);
+      clearTimeout(timer);
+      if (next === "timeout") {
+        throw new Error(
+          `no server line matched ${pattern} within ${timeoutMs} ms; the log:\n${
+            this.log.join("\n")
+          }`,
+        );
+      }
       if (next.done) throw new Error(`server exited before ${pattern}`);
       this.log.push(next.value);
       if (pattern.test(next.value)) return next.value;
     }
+  }
+
+  /** The next stdout line; a read left pending by a timeout is reused. */
+  async #next(): Promise<IteratorResult<string>> {
+    this.#pending ??= this.#lines.next();
+    const result = await this.#pending;
+    this.#pending = undefined;
+    return result;
   }
 
   /** Sends `signal` and collects the rest of the output and the exit code. */
@@ -238,7 +315,7 @@ export class ServerProcess {
   /** Waits for the process to exit by itself and collects its output. */
   async finish(): Promise<Output> {
     while (true) {
-      const next = await this.#lines.next();
+      const next = await this.#next();
       if (next.done) break;
       this.log.push(next.value);
     }

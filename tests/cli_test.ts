@@ -5,8 +5,12 @@
 import { assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { MAXLINE } from "../mod.ts";
 import {
+  assertSameBytes,
+  denoRun,
   expectedUpper,
   randomBytes,
+  readToEnd,
+  ROOT,
   runClient,
   ServerProcess,
   text,
@@ -145,5 +149,253 @@ Deno.test("server.ts --help and client.ts --help list the exit codes", async () 
     const help = text(stdout);
     assertStringIncludes(help, "--port PORT");
     assertStringIncludes(help, "Exit codes:");
+  }
+});
+
+Deno.test("server.ts --unicode upper-cases text as Unicode", async () => {
+  await using server = await ServerProcess.start(["--unicode"]);
+  const out = await runClient(server.port, ["héllo, straße"]);
+  assertEquals(out.stdout, "Response from server:\nHÉLLO, STRASSE\n");
+  assertEquals(out.code, 0);
+});
+
+Deno.test("client.ts - streams stdin and writes exactly the reply bytes to stdout", async () => {
+  await using server = await ServerProcess.start();
+  const payload = randomBytes(16 << 20);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: denoRun("client.ts", `127.0.0.1:${server.port}`, [
+      "--port",
+      String(server.port),
+      "-",
+    ]),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  const [output] = await Promise.all([
+    child.output(),
+    writer.write(payload).then(() => writer.close()),
+  ]);
+  assertEquals(output.code, 0);
+  assertEquals(text(output.stderr), "");
+  assertSameBytes(output.stdout, expectedUpper(payload));
+});
+
+Deno.test("client.ts --interactive sends one line at a time and prints each reply", async () => {
+  await using server = await ServerProcess.start();
+  const out = await runClient(server.port, ["-i"], {
+    stdin: utf8("hello\nworld\nno newline at the end"),
+  });
+  assertEquals(out, {
+    code: 0,
+    stdout: "HELLO\nWORLD\nNO NEWLINE AT THE END",
+    stderr: "",
+  });
+  await server.waitForLine(/^closed .*: 33 bytes in, 33 bytes out$/);
+});
+
+Deno.test("client.ts --interactive against a --once server reports the lost connection, exit 5", async () => {
+  await using server = await ServerProcess.start(["--once"]);
+  const out = await runClient(server.port, ["--interactive"], {
+    stdin: utf8("one\ntwo\nthree\n"),
+  });
+  assertEquals(out, {
+    code: 5,
+    stdout: "ONE\n",
+    stderr:
+      "error: Connection lost: the server closed the connection after 1 reply\n",
+  });
+});
+
+Deno.test("client.ts --quiet prints only the reply", async () => {
+  await using server = await ServerProcess.start(["--once"]);
+  const out = await runClient(server.port, ["--quiet", "y".repeat(100)]);
+  assertEquals(out, {
+    code: 0,
+    stdout: `${"Y".repeat(MAXLINE)}\n`,
+    stderr: "",
+  });
+});
+
+Deno.test("server.ts --quiet logs only the start and the summary", async () => {
+  await using server = await ServerProcess.start(["--quiet"]);
+  assertEquals((await runClient(server.port, ["a"])).code, 0);
+  const out = await server.stop("SIGINT");
+  assertEquals(out.code, 0);
+  const lines = out.stdout.split("\n");
+  assertEquals(lines.length, 3);
+  assertMatch(lines[1]!, /^Shutting down: waiting up to 10 s/);
+  assertMatch(
+    lines[2]!,
+    /^Served 1 connection on 127\.0\.0\.1:\d+: 1 B in, 1 B out, 0 errors, up /,
+  );
+});
+
+Deno.test("server.ts --log-format json writes one JSON object per event", async () => {
+  await using server = await ServerProcess.start(["--log-format", "json"]);
+  assertEquals((await runClient(server.port, ["json"])).code, 0);
+  const out = await server.stop();
+  assertEquals(out.code, 0);
+  const records = out.stdout.split("\n").map((line) => JSON.parse(line));
+  assertEquals(records.map((r) => r.event), [
+    "listen",
+    "connect",
+    "close",
+    "shutdown",
+    "summary",
+  ]);
+  assertEquals(records[2].bytesIn, 4);
+  assertEquals(records[2].bytesOut, 4);
+  assertMatch(records[1].remote, /^127\.0\.0\.1:\d+$/);
+  assertEquals(records[4].connections, 1);
+});
+
+Deno.test("server.ts and client.ts work over IPv6 and with a host name", async () => {
+  for (const host of ["::1", "localhost"]) {
+    await using server = await ServerProcess.start([], host);
+    const allowNet = host === "::1"
+      ? `[::1]:${server.port}`
+      : `localhost:${server.port}`;
+    const out = await runClient(server.port, ["--host", host, "v6 or name"], {
+      allowNet,
+    });
+    assertEquals(out, {
+      code: 0,
+      stdout: "Response from server:\nV6 OR NAME\n",
+      stderr: "",
+    });
+  }
+});
+
+Deno.test("server.ts --unix and client.ts --unix talk over a Unix socket", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "upcase_" });
+  const path = `${dir}/upcase.sock`;
+  try {
+    await using server = await ServerProcess.start([], "", path);
+    const out = await runClient(0, ["over unix"], { unix: path });
+    assertEquals(out, {
+      code: 0,
+      stdout: "Response from server:\nOVER UNIX\n",
+      stderr: "",
+    });
+    await server.waitForLine(/^received from unix socket client #1$/);
+    assertEquals((await server.stop()).code, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("server.ts --max-conns refuses clients beyond the limit and logs it", async () => {
+  await using server = await ServerProcess.start(["--max-conns", "1"]);
+  using held = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  await server.waitForLine(/^received from/);
+  const out = await runClient(server.port, ["turned away"]);
+  assertEquals(out.code, 5);
+  await server.waitForLine(
+    /^refused 127\.0\.0\.1 at PORT \d+: 1 connections open \(--max-conns\)$/,
+  );
+  await held.closeWrite();
+  await readToEnd(held);
+  assertEquals((await runClient(server.port, ["welcome"])).code, 0);
+});
+
+Deno.test("server.ts --idle-timeout closes a silent client and logs it", async () => {
+  await using server = await ServerProcess.start(["--idle-timeout", "0.2"]);
+  using silent = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: server.port,
+  });
+  assertEquals(await readToEnd(silent), new Uint8Array(0));
+  await server.waitForLine(/^closed .* after the idle timeout: 0 bytes in/);
+});
+
+Deno.test("server.ts on SIGTERM lets 20 clients mid-transfer finish: every reply complete, exit 0, summary", async () => {
+  await using server = await ServerProcess.start();
+  const half = 256 * 1024;
+  const payloads = Array.from({ length: 20 }, () => randomBytes(2 * half));
+  const conns = await Promise.all(
+    payloads.map(() =>
+      Deno.connect({ hostname: "127.0.0.1", port: server.port })
+    ),
+  );
+  const replies = conns.map((conn) => readToEnd(conn));
+  await Promise.all(
+    conns.map((conn, i) => writeAll(conn, payloads[i]!.subarray(0, half))),
+  );
+  server.child.kill("SIGTERM");
+  await server.waitForLine(/^Shutting down/);
+  // The listener is closed, the transfers go on.
+  await Promise.all(conns.map(async (conn, i) => {
+    await writeAll(conn, payloads[i]!.subarray(half));
+    await conn.closeWrite();
+  }));
+  for (const [i, reply] of replies.entries()) {
+    assertSameBytes(await reply, expectedUpper(payloads[i]!), `client ${i}`);
+  }
+  for (const conn of conns) conn.close();
+  const out = await server.finish();
+  assertEquals(out.code, 0);
+  assertMatch(
+    out.stdout,
+    /\nServed 20 connections on 127\.0\.0\.1:\d+: 10\.5 MB in, 10\.5 MB out, 0 errors, up /,
+  );
+});
+
+Deno.test("server.ts --grace closes what is still open when it runs out, and exits 0", async () => {
+  await using server = await ServerProcess.start(["--grace", "0.3"]);
+  using lingering = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: server.port,
+  });
+  await server.waitForLine(/^received from/);
+  const started = Date.now();
+  const out = await server.stop("SIGTERM");
+  const elapsed = Date.now() - started;
+  assertEquals(out.code, 0);
+  assertEquals(await readToEnd(lingering), new Uint8Array(0));
+  assertMatch(out.stdout, /Shutting down: waiting up to 0\.3 s/);
+  assertEquals(elapsed >= 300 && elapsed < 5000, true, `${elapsed} ms`);
+});
+
+/** The long flags in the README table under `heading`. */
+async function readmeFlags(heading: string): Promise<string[]> {
+  const readme = await Deno.readTextFile(new URL("README.md", ROOT));
+  const section = readme.split(`\n## ${heading}\n`)[1]!.split("\n## ")[0]!;
+  return [...section.matchAll(/^\| (?:`-\w`, )?`(--[\w-]+)/gm)]
+    .map((m) => m[1]!).sort();
+}
+
+/** The long flags and exit codes a CLI's --help lists. */
+async function helpOf(script: string): Promise<[string[], string[]]> {
+  const { stdout } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", "--allow-net=127.0.0.1:1", script, "--help"],
+    cwd: ROOT,
+    stdout: "piped",
+  }).output();
+  const help = text(stdout);
+  const flags = [...help.matchAll(/^ {2}(?:-\w, )?(--[\w-]+)/gm)]
+    .map((m) => m[1]!).sort();
+  const codes = [...help.split("Exit codes:")[1]!.matchAll(/^ {2}(\d+) /gm)]
+    .map((m) => m[1]!);
+  return [flags, codes];
+}
+
+Deno.test("README.md and --help list the same flags and exit codes", async () => {
+  const readme = await Deno.readTextFile(new URL("README.md", ROOT));
+  const exitSection = readme.split("\n## Exit codes\n")[1]!;
+  const readmeCodes = [
+    ...exitSection.split("Every error")[0]!.matchAll(/^\| (\d+) /gm),
+  ].map((m) => m[1]!);
+  for (
+    const [script, heading] of [["server.ts", "Server"], [
+      "client.ts",
+      "Client",
+    ]]
+  ) {
+    const [flags, codes] = await helpOf(script!);
+    assertEquals(flags.includes("--port") && flags.includes("--unix"), true);
+    assertEquals(flags, await readmeFlags(heading!), `${script} flags`);
+    assertEquals(codes, readmeCodes, `${script} exit codes`);
   }
 });

@@ -259,3 +259,55 @@ Deno.test("Server.shutdown() closes idle connections when the grace period ends"
   assertEquals(await conn.read(buf), null);
   await server.finished;
 });
+
+Deno.test("serve({ maxConns }) closes clients beyond the limit at once and keeps serving the others", async () => {
+  const events: ServerEvent[] = [];
+  await using server = serve({
+    ...LOOPBACK,
+    maxConns: 2,
+    onEvent: (e) => events.push(e),
+  });
+  const port = server.addr.port;
+  const hostname = "127.0.0.1";
+  using first = await Deno.connect({ hostname, port });
+  using second = await Deno.connect({ hostname, port });
+  while (server.stats.active < 2) await delay(5);
+  using third = await Deno.connect({ hostname, port });
+  // The third is closed without a byte: its read ends at once.
+  assertEquals(await readToEnd(third), new Uint8Array(0));
+  assertEquals(server.stats.refused, 1);
+  assert(events.some((e) => e.type === "refuse" && e.maxConns === 2));
+  // The first two still work.
+  for (const conn of [first, second]) {
+    await writeAll(conn, utf8("still here"));
+    await conn.closeWrite();
+    assertEquals(text(await readToEnd(conn)), "STILL HERE");
+  }
+  while (server.stats.active > 0) await delay(5);
+  assertEquals(text(await roundTrip(port, utf8("again"))), "AGAIN");
+});
+
+Deno.test("serve({ idleTimeout }) closes a silent client and spares a busy one", async () => {
+  await using server = serve({ ...LOOPBACK, idleTimeout: 200 });
+  const port = server.addr.port;
+  const hostname = "127.0.0.1";
+  using silent = await Deno.connect({ hostname, port });
+  using busy = await Deno.connect({ hostname, port });
+  const started = Date.now();
+  const silentEnd = readToEnd(silent);
+  // The busy client sends a byte every 50 ms for 600 ms: never idle.
+  const buf = new Uint8Array(1);
+  for (let i = 0; i < 12; i++) {
+    await writeAll(busy, utf8("a"));
+    assertEquals(await busy.read(buf), 1);
+    await delay(50);
+  }
+  assertEquals(await silentEnd, new Uint8Array(0));
+  const elapsed = Date.now() - started;
+  assert(elapsed >= 200, `closed after ${elapsed} ms, before the timeout`);
+  await busy.closeWrite();
+  assertEquals(await readToEnd(busy), new Uint8Array(0));
+  while (server.stats.active > 0) await delay(5);
+  const stats = server.stats;
+  assertEquals([stats.idleClosed, stats.errors], [1, 0]);
+});

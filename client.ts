@@ -12,6 +12,7 @@
 
 import { CLIENT_HOST, MAXLINE, SERV_PORT } from "./constants.ts";
 import { connect, exchange } from "./request.ts";
+import { type LoadMode, type LoadReport, runLoad } from "./load.ts";
 import {
   CliError,
   EXIT,
@@ -19,6 +20,8 @@ import {
   explainNetworkError,
   joinHostPort,
   type NetworkContext,
+  parseChoice,
+  parseCount,
   parseFlags,
   parseHost,
   parsePort,
@@ -28,6 +31,7 @@ import {
 } from "./_cli.ts";
 import { closeQuietly, writeAll } from "./_io.ts";
 import { VERSION } from "./version.ts";
+import { format as formatBytes } from "@std/fmt/bytes";
 
 /** The client's command-line options, validated. */
 export interface ClientCliOptions {
@@ -45,6 +49,16 @@ export interface ClientCliOptions {
   timeout: number;
   /** Only the reply: no header line, no warnings. */
   quiet: boolean;
+  /** Load-generator mode, or undefined for a normal exchange. */
+  bench: LoadMode | undefined;
+  /** --bench: connections in flight; 0 for the mode's default. */
+  connections: number;
+  /** --bench: how long, in milliseconds. */
+  duration: number;
+  /** --bench: bytes per message or write; 0 for the mode's default. */
+  size: number;
+  /** --bench: the report as JSON. */
+  json: boolean;
   help: boolean;
   version: boolean;
 }
@@ -58,6 +72,11 @@ export const CLIENT_DEFAULTS: Readonly<ClientCliOptions> = {
   interactive: false,
   timeout: 0,
   quiet: false,
+  bench: undefined,
+  connections: 0,
+  duration: 10_000,
+  size: 0,
+  json: false,
   help: false,
   version: false,
 };
@@ -77,8 +96,17 @@ const STDIN_CHUNK_SIZE = 64 * 1024;
  */
 export function parseClientArgs(args: string[]): ClientCliOptions {
   const flags = parseFlags(args, {
-    string: ["host", "port", "unix", "timeout"],
-    boolean: ["interactive", "quiet", "help", "version"],
+    string: [
+      "host",
+      "port",
+      "unix",
+      "timeout",
+      "bench",
+      "connections",
+      "duration",
+      "size",
+    ],
+    boolean: ["interactive", "quiet", "json", "help", "version"],
     alias: { i: "interactive", q: "quiet", h: "help", V: "version" },
   });
   if (flags._.length > 1) {
@@ -98,9 +126,37 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
     interactive: flags.interactive === true,
     timeout: parseSeconds("timeout", flags.timeout, d.timeout),
     quiet: flags.quiet === true,
+    bench: flags.bench === undefined
+      ? d.bench
+      : parseChoice<LoadMode>("bench", flags.bench, [
+        "rtt",
+        "stream",
+        "oneshot",
+      ]),
+    connections: parseCount("connections", flags.connections, d.connections),
+    duration: parseSeconds("duration", flags.duration, d.duration),
+    size: parseCount("size", flags.size, d.size),
+    json: flags.json === true,
     help: flags.help === true,
     version: flags.version === true,
   };
+  const benchOnly = ["connections", "duration", "size", "json"]
+    .find((name) => flags[name] !== undefined && flags[name] !== false);
+  if (options.bench === undefined && benchOnly !== undefined) {
+    throw new CliError(
+      `Conflicting flags: --${benchOnly} goes with --bench MODE`,
+      EXIT.USAGE,
+    );
+  }
+  if (
+    options.bench !== undefined &&
+    (options.interactive || options.message !== undefined)
+  ) {
+    throw new CliError(
+      "Conflicting arguments: --bench sends its own messages; leave out MESSAGE, - and -i",
+      EXIT.USAGE,
+    );
+  }
   if (
     options.unix !== undefined &&
     (flags.host !== undefined || flags.port !== undefined)
@@ -128,6 +184,7 @@ Usage:
   deno run --allow-net=HOST:PORT client.ts [options] MESSAGE
   deno run --allow-net=HOST:PORT client.ts [options] - < FILE
   deno run --allow-net=HOST:PORT client.ts [options] --interactive
+  deno run --allow-net=HOST:PORT client.ts [options] --bench MODE
 
 Modes:
   MESSAGE                prints "Response from server:", then the reply and a
@@ -136,6 +193,10 @@ Modes:
                          it arrives: stdout is exactly the reply bytes
   -i, --interactive      one request per line of stdin over one connection,
                          each reply printed as it arrives, until EOF
+  --bench MODE           load generator, every reply byte checked: rtt (round
+                         trips on open connections), stream (write and read
+                         at once), oneshot (connect, send, half-close, read,
+                         close); prints requests/s, throughput, latency
 
 Options:
   --host HOST            server host name or address (default ${d.hostname})
@@ -144,7 +205,13 @@ Options:
   --timeout SECONDS      give up if connecting, or the whole reply (each reply
                          with -i), takes longer (default 0: no limit)
   -q, --quiet            print only the reply: no "Response from server:" line,
-                         no warnings
+                         no warnings (with --bench: no progress line)
+  --connections N        --bench: connections in flight (default 50 for rtt,
+                         1 for stream, 20 for oneshot)
+  --duration SECONDS     --bench: how long to run (default ${d.duration / 1000})
+  --size BYTES           --bench: bytes per message, or per write for stream
+                         (default 64 for rtt, 65536 for stream, 32 for oneshot)
+  --json                 --bench: print the report as JSON
   -h, --help             show this help
   -V, --version          show the version
 
@@ -412,6 +479,87 @@ async function interact(options: ClientCliOptions) {
   }
 }
 
+/** `--bench`: the load generator, with a progress line on a terminal. */
+async function bench(options: ClientCliOptions): Promise<number> {
+  const mode = options.bench!;
+  const live = Deno.stderr.isTerminal() && !options.quiet && !options.json;
+  const encoder = new TextEncoder();
+  const report = await runLoad({
+    mode,
+    hostname: options.hostname,
+    port: options.port,
+    path: options.unix,
+    connections: options.connections || undefined,
+    duration: options.duration,
+    size: options.size || undefined,
+    onProgress: live
+      ? (p) => {
+        const seconds = p.elapsed / 1000;
+        Deno.stderr.writeSync(encoder.encode(
+          `\r${mode} ${seconds.toFixed(1)} s: ${
+            p.requests.toLocaleString("en-US")
+          } requests, ${
+            formatBytes(p.bytes / seconds)
+          }/s, ${p.errors} errors   `,
+        ));
+      }
+      : undefined,
+  });
+  if (live) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+  console.log(
+    options.json
+      ? JSON.stringify(report)
+      : formatReport(report, addressOf(options)),
+  );
+  if (
+    report.errors > 0 && report.requests === 0 && report.bytesReceived === 0
+  ) {
+    throw explainNetworkError(
+      new Error(report.errorSamples[0]),
+      networkContext(options),
+    );
+  }
+  return report.errors > 0 ? EXIT.CONNECTION_LOST : EXIT.OK;
+}
+
+/** The --bench report for people. */
+function formatReport(r: LoadReport, address: string): string {
+  const ms = (value: number) => `${value.toFixed(value < 10 ? 3 : 1)} ms`;
+  const lines: string[] = [
+    `upcase load: ${r.mode}, ${r.connections} connection${
+      r.connections === 1 ? "" : "s"
+    }, ${formatBytes(r.size, { binary: true })} ${
+      r.mode === "stream" ? "writes" : "messages"
+    }, ${r.seconds.toFixed(1)} s against ${address}`,
+    `throughput  ${formatBytes(r.bytesPerSecond)}/s verified (${
+      formatBytes(r.bytesReceived)
+    } received, ${formatBytes(r.bytesSent)} sent)`,
+  ];
+  if (r.mode !== "stream") {
+    lines.splice(
+      1,
+      0,
+      `requests    ${r.requests.toLocaleString("en-US")} (${
+        Math.round(r.requestsPerSecond).toLocaleString("en-US")
+      }/s)`,
+    );
+  }
+  if (r.latency) {
+    const l = r.latency;
+    lines.push(
+      `latency     p50 ${ms(l.p50)}  p90 ${ms(l.p90)}  p99 ${
+        ms(l.p99)
+      }  p99.9 ${ms(l.p999)}  max ${ms(l.max)}`,
+    );
+  }
+  lines.push(
+    `errors      ${r.errors}${
+      r.errorSamples.length > 0 ? ` (${r.errorSamples.join("; ")})` : ""
+    }`,
+  );
+  return lines.join("\n");
+}
+
 async function main(): Promise<number> {
   const options = parseClientArgs(Deno.args);
   if (options.help) {
@@ -422,6 +570,7 @@ async function main(): Promise<number> {
     console.log(`upcase client ${VERSION}`);
     return EXIT.OK;
   }
+  if (options.bench !== undefined) return await bench(options);
   if (options.interactive) await interact(options);
   else if (options.message === undefined) {
     console.error(SEED_USAGE);

@@ -34,6 +34,14 @@ export {
   type ShutdownOptions,
 } from "./serve.ts";
 export {
+  type Latency,
+  type LoadMode,
+  type LoadOptions,
+  type LoadProgress,
+  type LoadReport,
+  runLoad,
+} from "./load.ts";
+export {
   connect,
   type ConnectOptions,
   exchange,

@@ -9,6 +9,7 @@
 import { MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
 import { toUpperInPlace } from "./transform.ts";
 import { UnicodeUpperCaser } from "./unicode.ts";
+import { SimdBuffers } from "./_simd.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 
 /** Something the server did, for logging. See {@linkcode ServeOptions.onEvent}. */
@@ -141,10 +142,13 @@ export interface ShutdownOptions {
 export const DEFAULT_GRACE_MS = 10_000;
 
 /** The first read buffer of every connection: small, so idle ones cost little. */
-const SMALL_BUFFER_SIZE = 1024;
+const SMALL_BUFFER_SIZE = 256;
 /** The read buffer of a connection that streams. */
-const LARGE_BUFFER_SIZE = 64 * 1024;
-/** How many large buffers are kept for reuse once their connection goes quiet. */
+const LARGE_BUFFER_SIZE = 128 * 1024;
+/**
+ * How many large buffers live in WebAssembly memory (upper-cased there with
+ * SIMD), and how many plain ones are kept for reuse beyond those.
+ */
 const LARGE_BUFFERS_KEPT = 64;
 
 /** What the server tracks of one open connection. */
@@ -189,6 +193,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   #closing = false;
   #drained = Promise.withResolvers<void>();
   #largeBuffers: Uint8Array<ArrayBuffer>[] = [];
+  #simd = SimdBuffers.create(LARGE_BUFFER_SIZE, LARGE_BUFFERS_KEPT);
   /** Milliseconds, updated by the idle sweep: cheap to read per I/O. */
   #clock = Date.now();
   #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -356,29 +361,41 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
    */
   async #stream(c: Connection): Promise<void> {
     const { conn } = c;
+    const simd = this.#simd;
     const small = new Uint8Array(SMALL_BUFFER_SIZE);
     let buf = small;
+    let fast = false; // buf is in WebAssembly memory
     try {
       while (true) {
         const n = await conn.read(buf);
         if (n === null) break;
         c.bytesIn += n;
         c.lastActive = this.#clock;
-        await writeAll(conn, toUpperInPlace(buf.subarray(0, n)));
+        const data = buf.subarray(0, n);
+        await writeAll(conn, fast ? simd!.upper(data) : toUpperInPlace(data));
         c.bytesOut += n;
         c.lastActive = this.#clock;
         if (n === buf.length) {
           // A full buffer: the client streams, so read in large pieces.
-          if (buf === small) buf = this.#largeBuffers.pop() ?? largeBuffer();
+          if (buf === small) {
+            buf = this.#takeLarge();
+            fast = simd?.owns(buf) ?? false;
+          }
         } else if (buf !== small) {
           // Drained: wait for the next bytes in the small buffer again.
           this.#releaseLarge(buf);
           buf = small;
+          fast = false;
         }
       }
     } finally {
       if (buf !== small) this.#releaseLarge(buf);
     }
+  }
+
+  #takeLarge(): Uint8Array<ArrayBuffer> {
+    return this.#simd?.take() ?? this.#largeBuffers.pop() ??
+      new Uint8Array(LARGE_BUFFER_SIZE);
   }
 
   /** {@linkcode Server.#stream} with the Unicode transform. */
@@ -402,7 +419,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   }
 
   #releaseLarge(buf: Uint8Array<ArrayBuffer>): void {
-    if (this.#largeBuffers.length < LARGE_BUFFERS_KEPT) {
+    if (this.#simd?.owns(buf)) this.#simd.give(buf);
+    else if (this.#largeBuffers.length < LARGE_BUFFERS_KEPT) {
       this.#largeBuffers.push(buf);
     }
   }
@@ -467,8 +485,4 @@ function removeQuietly(path: string): void {
   } catch (err: unknown) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
-}
-
-function largeBuffer(): Uint8Array<ArrayBuffer> {
-  return new Uint8Array(LARGE_BUFFER_SIZE);
 }

@@ -25,13 +25,15 @@ export interface ServerLogOptions {
 
 /**
  * Collects lines and writes them to a file (stdout) in one write per event
- * loop turn instead of one per line.
+ * loop turn instead of one per line. Once the reader of a pipe has gone, the
+ * lines are dropped.
  */
 export class LineWriter {
   #file: { writeSync(p: Uint8Array): number };
   #lines: string[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
   #encoder = new TextEncoder();
+  #closed = false;
 
   /** @param file Where lines go, e.g. `Deno.stdout`. */
   constructor(file: { writeSync(p: Uint8Array): number }) {
@@ -56,9 +58,17 @@ export class LineWriter {
     if (this.#lines.length === 0) return;
     const bytes = this.#encoder.encode(this.#lines.join("\n") + "\n");
     this.#lines = [];
+    if (this.#closed) return;
     let written = 0;
-    while (written < bytes.length) {
-      written += this.#file.writeSync(bytes.subarray(written));
+    try {
+      while (written < bytes.length) {
+        written += this.#file.writeSync(bytes.subarray(written));
+      }
+    } catch (err: unknown) {
+      // Nobody reads the log any more (`server.ts | head`): keep serving
+      // without it rather than die.
+      if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+      this.#closed = true;
     }
   }
 }

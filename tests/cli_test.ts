@@ -399,3 +399,32 @@ Deno.test("README.md and --help list the same flags and exit codes", async () =>
     assertEquals(codes, readmeCodes, `${script} exit codes`);
   }
 });
+
+Deno.test("server.ts keeps serving and exits 0 when nobody reads its log any more", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: denoRun("server.ts", "127.0.0.1:0", [
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+    ]),
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const first = (await reader.read()).value ?? "";
+  const port = Number(/:(\d+) \.\.\.$/m.exec(first)?.[1]);
+  await reader.cancel(); // the pipe's reader goes away
+  for (let i = 0; i < 3; i++) {
+    using conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, utf8("still logging?"));
+    await conn.closeWrite();
+    assertEquals(text(await readToEnd(conn)), "STILL LOGGING?");
+  }
+  child.kill("SIGTERM");
+  const [status, stderr] = await Promise.all([
+    child.status,
+    new Response(child.stderr).text(),
+  ]);
+  assertEquals([status.code, stderr], [0, ""]);
+});

@@ -7,9 +7,10 @@ import { format as formatDuration } from "@std/fmt/duration";
 import { bold, red, yellow } from "@std/fmt/colors";
 import type { ServerEvent, ServerStats } from "./serve.ts";
 import { formatAddr } from "./_cli.ts";
+import { writeAll, type Writer } from "./_io.ts";
 
-/** Flush once this many lines are waiting, without waiting for the timer. */
-const MAX_PENDING_LINES = 1024;
+/** Lines kept waiting for a slow log reader before new ones are dropped. */
+export const MAX_QUEUED_LINES = 10_000;
 
 /** How the log is written: `text` for people, `json` for programs. */
 export type LogFormat = "text" | "json";
@@ -25,18 +26,22 @@ export interface ServerLogOptions {
 
 /**
  * Collects lines and writes them to a file (stdout) in one write per event
- * loop turn instead of one per line. Once the reader of a pipe has gone, the
- * lines are dropped.
+ * loop turn instead of one per line. Writes are asynchronous, so a log reader
+ * that stalls (a full pipe, Ctrl-S in a terminal) never stalls the server:
+ * past {@linkcode MAX_QUEUED_LINES} waiting lines, new ones are counted and
+ * dropped, and a line says how many. Once the reader of a pipe has gone, the
+ * lines are dropped silently.
  */
 export class LineWriter {
-  #file: { writeSync(p: Uint8Array): number };
+  #file: Writer;
   #lines: string[] = [];
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #dropped = 0;
+  #writing: Promise<void> | undefined;
   #encoder = new TextEncoder();
   #closed = false;
 
   /** @param file Where lines go, e.g. `Deno.stdout`. */
-  constructor(file: { writeSync(p: Uint8Array): number }) {
+  constructor(file: Writer) {
     this.#file = file;
   }
 
@@ -46,29 +51,47 @@ export class LineWriter {
    * @param line The text.
    */
   write(line: string): void {
+    if (this.#closed) return;
+    if (this.#lines.length >= MAX_QUEUED_LINES) {
+      this.#dropped++;
+      return;
+    }
     this.#lines.push(line);
-    if (this.#lines.length >= MAX_PENDING_LINES) this.flush();
-    else this.#timer ??= setTimeout(() => this.flush(), 0);
+    this.#writing ??= this.#drain();
   }
 
-  /** Writes every queued line now. */
-  flush(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    if (this.#lines.length === 0) return;
-    const bytes = this.#encoder.encode(this.#lines.join("\n") + "\n");
-    this.#lines = [];
-    if (this.#closed) return;
-    let written = 0;
+  /**
+   * Resolves once every queued line is written.
+   *
+   * @returns A promise that resolves when the queue is empty.
+   */
+  async flush(): Promise<void> {
+    while (this.#writing) await this.#writing;
+  }
+
+  async #drain(): Promise<void> {
     try {
-      while (written < bytes.length) {
-        written += this.#file.writeSync(bytes.subarray(written));
+      // Let the rest of this event loop turn add its lines first.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      while (this.#lines.length > 0) {
+        if (this.#dropped > 0) {
+          this.#lines.push(
+            `(${this.#dropped} log lines dropped: stdout was not read fast enough)`,
+          );
+          this.#dropped = 0;
+        }
+        const bytes = this.#encoder.encode(this.#lines.join("\n") + "\n");
+        this.#lines = [];
+        await writeAll(this.#file, bytes);
       }
     } catch (err: unknown) {
       // Nobody reads the log any more (`server.ts | head`): keep serving
       // without it rather than die.
       if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
       this.#closed = true;
+      this.#lines = [];
+    } finally {
+      this.#writing = undefined;
     }
   }
 }
@@ -131,7 +154,6 @@ export class ServerLog {
           graceMs / 1000
         } s for open connections`,
     );
-    this.#out.flush();
   }
 
   /**
@@ -153,6 +175,7 @@ export class ServerLog {
         errors: stats.errors,
         refused: stats.refused,
         idleClosed: stats.idleClosed,
+        shutdownClosed: stats.shutdownClosed,
         uptimeMs,
       }));
     } else {
@@ -162,17 +185,22 @@ export class ServerLog {
         formatBytes(stats.bytesOut)
       } out, ${plural(stats.errors, "error")}${
         stats.refused > 0 ? `, ${stats.refused} refused` : ""
-      }${stats.idleClosed > 0 ? `, ${stats.idleClosed} closed idle` : ""}, up ${
-        formatDuration(uptimeMs, { ignoreZero: true }) || "0ms"
-      }`;
+      }${stats.idleClosed > 0 ? `, ${stats.idleClosed} closed idle` : ""}${
+        stats.shutdownClosed > 0
+          ? `, ${stats.shutdownClosed} cut off at shutdown`
+          : ""
+      }, up ${formatDuration(uptimeMs, { ignoreZero: true }) || "0ms"}`;
       this.#out.write(this.#options.color ? bold(line) : line);
     }
-    this.#out.flush();
   }
 
-  /** Writes what is queued. */
-  flush(): void {
-    this.#out.flush();
+  /**
+   * Resolves once every queued line is written.
+   *
+   * @returns A promise that resolves when the queue is empty.
+   */
+  flush(): Promise<void> {
+    return this.#out.flush();
   }
 }
 
@@ -196,8 +224,10 @@ export function formatEvent(event: ServerEvent): string {
       } out`;
       return event.error !== undefined
         ? `error from ${where}: ${event.error} (${counts})`
-        : event.idle
+        : event.cutOff === "idle-timeout"
         ? `closed ${where} after the idle timeout: ${counts}`
+        : event.cutOff === "shutdown"
+        ? `closed ${where} at shutdown, still open when the grace period ended: ${counts}`
         : `closed ${where}: ${counts}`;
     }
     case "refuse":

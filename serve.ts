@@ -30,10 +30,11 @@ export type ServerEvent =
     /** Bytes written back to the client. */
     bytesOut: number;
     /**
-     * Closed by {@linkcode ServeOptions.idleTimeout}: nothing moved either
-     * way for that long.
+     * Set when the server cut the connection off itself: `"idle-timeout"`
+     * when nothing moved for {@linkcode ServeOptions.idleTimeout},
+     * `"shutdown"` when it was still open at the end of the grace period.
      */
-    idle: boolean;
+    cutOff?: "idle-timeout" | "shutdown";
     /** Why the connection ended early, if it did: one line. */
     error?: string;
   }
@@ -119,6 +120,8 @@ export interface ServerStats {
   refused: number;
   /** Connections closed by {@linkcode ServeOptions.idleTimeout}. */
   idleClosed: number;
+  /** Connections still open, and so closed, when a shutdown's grace ended. */
+  shutdownClosed: number;
   /** Bytes read from clients since start. */
   bytesIn: number;
   /** Bytes written to clients since start. */
@@ -156,8 +159,8 @@ interface Connection {
   readonly conn: Deno.Conn;
   /** When a byte last moved, on the server's coarse idle clock. */
   lastActive: number;
-  /** Closed by the idle timeout. */
-  idle: boolean;
+  /** Why the server closed it itself, if it did. */
+  cutOff: "idle-timeout" | "shutdown" | undefined;
   bytesIn: number;
   bytesOut: number;
 }
@@ -185,6 +188,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     accepted: 0,
     refused: 0,
     idleClosed: 0,
+    shutdownClosed: 0,
     bytesIn: 0,
     bytesOut: 0,
     errors: 0,
@@ -248,7 +252,10 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       });
       await Promise.race([this.#drained.promise, expired]);
       clearTimeout(timer);
-      for (const c of this.#conns) closeQuietly(c.conn);
+      for (const c of this.#conns) {
+        c.cutOff ??= "shutdown";
+        closeQuietly(c.conn);
+      }
     }
     await this.finished;
   }
@@ -305,7 +312,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     const c: Connection = {
       conn,
       lastActive: this.#clock,
-      idle: false,
+      cutOff: undefined,
       bytesIn: 0,
       bytesOut: 0,
     };
@@ -318,9 +325,9 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       else if (this.#unicode) await this.#streamUnicode(c);
       else await this.#stream(c);
     } catch (err: unknown) {
-      // A read or write cut short by the idle sweep closing the socket is
-      // not an error of the client's.
-      if (!c.idle) {
+      // A read or write cut short by the server closing the socket (idle
+      // sweep, end of grace) is not an error of the client's.
+      if (c.cutOff === undefined) {
         error = errorMessage(err);
         stats.errors++;
       }
@@ -330,14 +337,15 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       stats.active--;
       stats.bytesIn += c.bytesIn;
       stats.bytesOut += c.bytesOut;
-      if (c.idle) stats.idleClosed++;
+      if (c.cutOff === "idle-timeout") stats.idleClosed++;
+      if (c.cutOff === "shutdown") stats.shutdownClosed++;
       this.#emit({
         type: "close",
         id,
         remote,
         bytesIn: c.bytesIn,
         bytesOut: c.bytesOut,
-        idle: c.idle,
+        cutOff: c.cutOff,
         error,
       });
       if (this.#conns.size === 0 && this.#closing) this.#drained.resolve();
@@ -429,8 +437,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     const now = Date.now();
     this.#clock = now;
     for (const c of this.#conns) {
-      if (!c.idle && now - c.lastActive >= this.#idleTimeout) {
-        c.idle = true;
+      if (c.cutOff === undefined && now - c.lastActive >= this.#idleTimeout) {
+        c.cutOff = "idle-timeout";
         closeQuietly(c.conn);
       }
     }

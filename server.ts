@@ -53,6 +53,9 @@ export interface ServerCliOptions {
   version: boolean;
 }
 
+/** How long the last log lines may take to be written at exit. */
+const LOG_FLUSH_LIMIT_MS = 2000;
+
 /** Every option's default, in one place. */
 export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
   hostname: SERVER_HOST,
@@ -239,7 +242,6 @@ async function main(): Promise<number> {
   });
   const started = Date.now();
   const server: Server<Deno.Addr> = await start(options, log);
-  log.flush();
   let signals = 0;
   const stop = () => {
     signals++;
@@ -252,6 +254,13 @@ async function main(): Promise<number> {
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   log.summary(server.addr, server.stats, Date.now() - started);
+  // Exit even if a stalled log reader never takes the last lines.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    log.flush(),
+    new Promise((resolve) => timer = setTimeout(resolve, LOG_FLUSH_LIMIT_MS)),
+  ]);
+  clearTimeout(timer);
   return EXIT.OK;
 }
 

@@ -191,22 +191,38 @@ export async function runClient(
 export class ServerProcess {
   readonly child: Deno.ChildProcess;
   readonly port: number;
-  #lines: AsyncIterator<string>;
-  #pending: Promise<IteratorResult<string>> | undefined;
-  #stderr: Promise<string>;
-  /** Every stdout line read so far. */
+  /** Every stdout line so far: read all the time, so the pipe never fills. */
   readonly log: string[] = [];
+  #stderr: Promise<string>;
+  #pump: Promise<void>;
+  #ended = false;
+  /** Resolved (and replaced) whenever a line arrives or stdout ends. */
+  #changed = Promise.withResolvers<void>();
 
   private constructor(
     child: Deno.ChildProcess,
     port: number,
+    first: string,
     lines: AsyncIterator<string>,
     stderr: Promise<string>,
   ) {
     this.child = child;
     this.port = port;
-    this.#lines = lines;
+    this.log.push(first);
     this.#stderr = stderr;
+    this.#pump = this.#read(lines);
+  }
+
+  async #read(lines: AsyncIterator<string>): Promise<void> {
+    while (true) {
+      const next = await lines.next();
+      if (next.done) break;
+      this.log.push(next.value);
+      this.#changed.resolve();
+      this.#changed = Promise.withResolvers<void>();
+    }
+    this.#ended = true;
+    this.#changed.resolve();
   }
 
   /**
@@ -261,49 +277,44 @@ export class ServerProcess {
         `server did not start: ${first.value ?? ""}${await stderr}`,
       );
     }
-    const server = new ServerProcess(
+    return new ServerProcess(
       child,
       Number(match[1] ?? 0),
+      first.value!,
       lines,
       stderr,
     );
-    server.log.push(first.value!);
-    return server;
   }
 
   /**
-   * Reads stdout lines until one matches, and returns it; fails after
+   * Waits until a stdout line matches, and returns it; fails after
    * `timeoutMs` so a test never waits for ever.
    */
   async waitForLine(pattern: RegExp, timeoutMs = 15_000): Promise<string> {
-    for (const line of this.log) if (pattern.test(line)) return line;
     const deadline = Date.now() + timeoutMs;
+    let seen = 0;
     while (true) {
+      for (; seen < this.log.length; seen++) {
+        if (pattern.test(this.log[seen]!)) return this.log[seen]!;
+      }
+      if (this.#ended) throw new Error(`server exited before ${pattern}`);
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<"timeout">((resolve) => {
-        timer = setTimeout(() => resolve("timeout"), deadline - Date.now());
+        timer = setTimeout(
+          () => resolve("timeout"),
+          Math.max(0, deadline - Date.now()),
+        );
       });
-      const next = await Promise.race([this.#next(), timeout]);
+      const woke = await Promise.race([this.#changed.promise, timeout]);
       clearTimeout(timer);
-      if (next === "timeout") {
+      if (woke === "timeout") {
         throw new Error(
           `no server line matched ${pattern} within ${timeoutMs} ms; the log:\n${
             this.log.join("\n")
           }`,
         );
       }
-      if (next.done) throw new Error(`server exited before ${pattern}`);
-      this.log.push(next.value);
-      if (pattern.test(next.value)) return next.value;
     }
-  }
-
-  /** The next stdout line; a read left pending by a timeout is reused. */
-  async #next(): Promise<IteratorResult<string>> {
-    this.#pending ??= this.#lines.next();
-    const result = await this.#pending;
-    this.#pending = undefined;
-    return result;
   }
 
   /** Sends `signal` and collects the rest of the output and the exit code. */
@@ -314,11 +325,7 @@ export class ServerProcess {
 
   /** Waits for the process to exit by itself and collects its output. */
   async finish(): Promise<Output> {
-    while (true) {
-      const next = await this.#next();
-      if (next.done) break;
-      this.log.push(next.value);
-    }
+    await this.#pump;
     const { code } = await this.child.status;
     return { code, stdout: this.log.join("\n"), stderr: await this.#stderr };
   }

@@ -355,6 +355,11 @@ Deno.test("server.ts --grace closes what is still open when it runs out, and exi
   assertEquals(out.code, 0);
   assertEquals(await readToEnd(lingering), new Uint8Array(0));
   assertMatch(out.stdout, /Shutting down: waiting up to 0\.3 s/);
+  assertMatch(
+    out.stdout,
+    /\nclosed 127\.0\.0\.1 at PORT \d+ at shutdown, still open when the grace period ended: 0 bytes in, 0 bytes out\n/,
+  );
+  assertMatch(out.stdout, /, 0 errors, 1 cut off at shutdown, up /);
   assertEquals(elapsed >= 300 && elapsed < 5000, true, `${elapsed} ms`);
 });
 

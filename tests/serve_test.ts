@@ -258,6 +258,9 @@ Deno.test("Server.shutdown() closes idle connections when the grace period ends"
   assertGreater(took, 90);
   assertEquals(await conn.read(buf), null);
   await server.finished;
+  const stats = server.stats;
+  // Cut off by the server, not an error of the client's.
+  assertEquals([stats.shutdownClosed, stats.errors], [1, 0]);
 });
 
 Deno.test("serve({ maxConns }) closes clients beyond the limit at once and keeps serving the others", async () => {

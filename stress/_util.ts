@@ -1,0 +1,747 @@
+// Copyright the upcase authors. MIT license.
+// Helpers for the reliability scenarios: a seeded PRNG, /proc readings, a
+// server child process whose log is always drained, and well-behaved clients
+// that check their bytes while a scenario runs.
+
+import { format as formatBytes } from "@std/fmt/bytes";
+import { request } from "../mod.ts";
+import { closeQuietly } from "../_io.ts";
+import {
+  denoRun,
+  expectedUpper,
+  firstDifference,
+  type Output,
+  ServerProcess,
+  writeAll,
+} from "../tests/_util.ts";
+
+/** 1 KiB. */
+export const KiB = 1024;
+/** 1 MiB. */
+export const MiB = 1024 * 1024;
+
+/** What one scenario did, for the report table. */
+export interface ScenarioResult {
+  /** Cases (property test) or client connections the scenario made. */
+  cases: number;
+  /** Payload bytes sent to the server by the scenario's clients. */
+  bytes: number;
+  /**
+   * Connections the server ended with an error (a reset peer, a broken
+   * pipe). Expected where the scenario resets; a wrong byte or a stuck
+   * connection fails the scenario instead.
+   */
+  errors: number;
+  /** The server's resident memory in bytes, when it was measured. */
+  rss?: RssFigures;
+  /** Facts worth a line in the report, e.g. how much a slow reader pushed. */
+  notes: string[];
+  /** Why the scenario did not run here; the other figures are then 0. */
+  skipped?: string;
+}
+
+/** Resident set sizes of the server, in bytes. */
+export interface RssFigures {
+  start: number;
+  peak: number;
+  end: number;
+  /** True when the server ran inside this process (the figure includes the clients). */
+  inProcess?: boolean;
+}
+
+/** A byte count for people, in binary units: "8.5 MiB". */
+export function formatSize(bytes: number): string {
+  return formatBytes(bytes, { binary: true });
+}
+
+/** A result for a scenario that cannot run here. */
+export function skippedResult(reason: string): ScenarioResult {
+  return { cases: 0, bytes: 0, errors: 0, notes: [], skipped: reason };
+}
+
+// ---------------------------------------------------------------------------
+// Randomness you can replay.
+
+/**
+ * A small seeded PRNG (mulberry32): the same seed gives the same cases, so a
+ * failure found with `SEED=n` can be run again.
+ */
+export class Random {
+  #state: number;
+
+  constructor(seed: number) {
+    this.#state = seed >>> 0;
+  }
+
+  /** A float in [0, 1). */
+  next(): number {
+    let t = (this.#state = (this.#state + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+
+  /** An integer from `min` to `max`, both included. */
+  int(min: number, max: number): number {
+    return min + Math.floor(this.next() * (max - min + 1));
+  }
+
+  /** An integer from `min` to `max` (min >= 1), small ones as likely as large. */
+  logInt(min: number, max: number): number {
+    const lo = Math.log(min), hi = Math.log(max + 1);
+    return Math.min(max, Math.floor(Math.exp(lo + this.next() * (hi - lo))));
+  }
+
+  /** True with probability `p`. */
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+
+  /** One element of `items`. */
+  pick<T>(items: readonly T[]): T {
+    return items[Math.floor(this.next() * items.length)]!;
+  }
+
+  /** `n` bytes, every value equally likely. */
+  bytes(n: number): Uint8Array<ArrayBuffer> {
+    const out = new Uint8Array(n);
+    let i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const word = (this.next() * 4294967296) >>> 0;
+      out[i] = word;
+      out[i + 1] = word >>> 8;
+      out[i + 2] = word >>> 16;
+      out[i + 3] = word >>> 24;
+    }
+    for (; i < n; i++) out[i] = this.int(0, 255);
+    return out;
+  }
+
+  /** An independent generator for sub-case `index`, the same for the same seed. */
+  fork(index: number): Random {
+    return new Random(
+      (this.#state ^ Math.imul(index + 1, 0x9e3779b9)) + index,
+    );
+  }
+}
+
+/**
+ * The seed for this run: `SEED` from the environment, else a random one.
+ *
+ * @throws {Error} When `SEED` is not an integer from 0 to 4294967295.
+ */
+export function resolveSeed(): number {
+  let text: string | undefined;
+  try {
+    text = Deno.env.get("SEED");
+  } catch (err: unknown) {
+    if (!(err instanceof Deno.errors.NotCapable)) throw err;
+  }
+  if (text === undefined || text === "") {
+    return crypto.getRandomValues(new Uint32Array(1))[0]!;
+  }
+  const seed = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(seed >= 0 && seed <= 0xffffffff)) {
+    throw new Error(
+      `Invalid SEED: "${text}" is not an integer from 0 to 4294967295`,
+    );
+  }
+  return seed;
+}
+
+/** The line that says how to replay a run. */
+export function seedLine(seed: number, command: string): string {
+  return `SEED=${seed} (re-run with SEED=${seed} ${command})`;
+}
+
+// ---------------------------------------------------------------------------
+// Time.
+
+/** Resolves after `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Settles like `promise`, or rejects with "`what` timed out after N ms" once
+ * `ms` have passed; `onTimeout` then runs first (close the connection the
+ * promise waits on, so nothing is left pending).
+ */
+export async function withTimeout<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+  onTimeout?: () => void,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout?.();
+      reject(new Error(`${what} timed out after ${ms} ms`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([promise, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Marks `promise` as handled at once, so that if it rejects before it is
+ * awaited the process does not die of an unhandled rejection; await the
+ * returned promise later as usual.
+ */
+export function handled<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => {});
+  return promise;
+}
+
+/** Polls `check` every 20 ms until it is true, or throws after `ms`. */
+export async function waitUntil(
+  check: () => boolean | Promise<boolean>,
+  ms: number,
+  what: string,
+): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`Timed out after ${ms} ms: ${what}`);
+    await delay(20);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Bytes on a connection.
+
+/**
+ * Throws unless `actual` is the transform of `expected`'s request bytes,
+ * naming the first differing offset.
+ */
+export function checkReply(
+  actual: Uint8Array,
+  request: Uint8Array,
+  what: string,
+): void {
+  const expected = expectedUpper(request);
+  const at = firstDifference(actual, expected);
+  if (at !== -1) {
+    throw new Error(
+      `${what}: reply differs at byte ${at} (got ${actual.length} B, want ${expected.length} B)`,
+    );
+  }
+}
+
+/** The chunks one after another, in one array. */
+export function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const chunk of chunks) length += chunk.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** Reads exactly `n` bytes, or throws if the peer closes first. */
+export async function readExactly(
+  conn: Deno.Conn,
+  n: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const out = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const read = await conn.read(out.subarray(got));
+    if (read === null) {
+      throw new Error(`Connection closed after ${got} of ${n} bytes`);
+    }
+    got += read;
+  }
+  return out;
+}
+
+/**
+ * Sends `payload` on an open connection and reads back exactly as many bytes,
+ * both at once, checking they are its transform. The connection stays open.
+ */
+export async function exchangeChecked(
+  conn: Deno.Conn,
+  payload: Uint8Array,
+  what: string,
+): Promise<void> {
+  const [reply] = await Promise.all([
+    readExactly(conn, payload.length),
+    writeAll(conn, payload),
+  ]);
+  checkReply(reply, payload, what);
+}
+
+/** Whether `err` is what a socket the peer reset or closed throws. */
+export function isPeerGone(err: unknown): boolean {
+  return err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.NotConnected ||
+    err instanceof Deno.errors.ConnectionAborted;
+}
+
+/** Whether `err` is what a pending read or write throws once we closed it. */
+export function isClosedHere(err: unknown): boolean {
+  return err instanceof Deno.errors.BadResource ||
+    err instanceof Deno.errors.Interrupted;
+}
+
+// ---------------------------------------------------------------------------
+// The server process, seen from /proc.
+
+/**
+ * Runs a small command that reads /proc and returns its stdout. Deno asks for
+ * `--allow-all` to read /proc/PID itself; a child process needs only
+ * `--allow-run`.
+ *
+ * @throws {Deno.errors.NotFound} When it fails (the process is gone).
+ */
+async function readProc(command: string, args: string[]): Promise<string> {
+  const { success, stdout, stderr } = await new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { LC_ALL: "C" },
+  }).output();
+  const decoder = new TextDecoder();
+  if (!success) {
+    throw new Deno.errors.NotFound(
+      `${command} ${args.join(" ")}: ${decoder.decode(stderr).trim()}`,
+    );
+  }
+  return decoder.decode(stdout);
+}
+
+/** The resident set size of process `pid`, in bytes (VmRSS). */
+export async function readRss(pid: number): Promise<number> {
+  const status = await readProc("cat", [`/proc/${pid}/status`]);
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+  if (!match) throw new Error(`No VmRSS in /proc/${pid}/status`);
+  return Number(match[1]) * KiB;
+}
+
+/** CPU time (user + system) process `pid` has used, in milliseconds. */
+export async function readCpuMs(pid: number): Promise<number> {
+  const stat = await readProc("cat", [`/proc/${pid}/stat`]);
+  // Fields after "(comm)": state is field 3, utime 14, stime 15, in USER_HZ
+  // (100 a second on Linux).
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * How many TCP sockets process `pid` has open, its listener included (Deno
+ * also holds Unix socket pairs, some created lazily: they do not count).
+ */
+export async function countSockets(pid: number): Promise<number> {
+  const [listing, tables] = await Promise.all([
+    readProc("ls", ["-l", `/proc/${pid}/fd/`]),
+    readProc("cat", ["/proc/net/tcp", "/proc/net/tcp6"]),
+  ]);
+  const tcp = new Set<string>();
+  for (const line of tables.split("\n")) {
+    const inode = line.trim().split(/\s+/)[9];
+    if (inode !== undefined && inode !== "0") tcp.add(inode);
+  }
+  let sockets = 0;
+  for (const match of listing.matchAll(/-> socket:\[(\d+)\]/g)) {
+    if (tcp.has(match[1]!)) sockets++;
+  }
+  return sockets;
+}
+
+/** The soft limit on open files of process `pid`, from /proc/PID/limits. */
+export async function readOpenFileLimit(pid: number): Promise<number> {
+  const limits = await readProc("cat", [`/proc/${pid}/limits`]);
+  const match = /^Max open files\s+(\d+)/m.exec(limits);
+  if (!match) throw new Error(`No "Max open files" in /proc/${pid}/limits`);
+  return Number(match[1]);
+}
+
+/** Samples a process's RSS in the background: start, peak, latest. */
+export class RssSampler {
+  readonly samples: { at: number; rss: number }[] = [];
+  #pid: number;
+  #timer: ReturnType<typeof setInterval>;
+  #pending: Promise<void> = Promise.resolve();
+
+  private constructor(pid: number, intervalMs: number) {
+    this.#pid = pid;
+    this.#timer = setInterval(() => {
+      this.#pending = this.#pending.then(() => this.#sample());
+    }, intervalMs);
+  }
+
+  /** Takes a first sample now, then one every `intervalMs`. */
+  static async start(pid: number, intervalMs = 100): Promise<RssSampler> {
+    const sampler = new RssSampler(pid, intervalMs);
+    await sampler.#sample();
+    return sampler;
+  }
+
+  async #sample(): Promise<void> {
+    try {
+      this.samples.push({ at: Date.now(), rss: await readRss(this.#pid) });
+    } catch (err: unknown) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err; // it exited
+    }
+  }
+
+  /** Takes a last sample, stops, and returns start, peak and end. */
+  async stop(): Promise<RssFigures> {
+    clearInterval(this.#timer);
+    await this.#pending;
+    await this.#sample();
+    const rss = this.samples.map((s) => s.rss);
+    return {
+      start: rss[0] ?? 0,
+      peak: Math.max(0, ...rss),
+      end: rss.at(-1) ?? 0,
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// server.ts as a child process.
+
+/** Every server started and not yet stopped, so an interrupted run can kill them. */
+const running = new Set<WatchedServer>();
+
+/** SIGKILLs every server child still running (for a signal handler). */
+export function killServers(): void {
+  for (const server of running) server.kill();
+}
+
+/** How long one read of the server's log may wait for a line. */
+const DRAIN_TIMEOUT_MS = 600_000;
+
+/** Matches the log line of an accepted connection. */
+export const CONNECT_LINE = /^received from /;
+/** Matches the log line of a connection that ended, cleanly or not. */
+export const CLOSE_LINE = /^(closed|error from) /;
+
+/**
+ * `server.ts` in a child process ({@linkcode ServerProcess}) whose log is
+ * read all the time, so a busy server never blocks on a full stdout pipe.
+ */
+export class WatchedServer implements AsyncDisposable {
+  readonly process: ServerProcess;
+  readonly pid: number;
+  readonly port: number;
+  /** Resolves with the exit code once the process has exited. */
+  readonly exited: Promise<number>;
+  #exitCode: number | undefined;
+  #drained: Promise<void>;
+
+  private constructor(process: ServerProcess) {
+    this.process = process;
+    this.pid = process.child.pid;
+    this.port = process.port;
+    this.exited = process.child.status.then((status) => {
+      this.#exitCode = status.code;
+      return status.code;
+    });
+    this.#drained = this.#drain();
+    running.add(this);
+  }
+
+  /**
+   * Reads stdout into `process.log` until it ends. A server whose stdout
+   * pipe fills up stops serving (its log writes block), so it must be read
+   * all the time.
+   */
+  async #drain(): Promise<void> {
+    // waitForLine() with a pattern that never matches reads every line into
+    // process.log. It throws at once at the end of stdout, or when its
+    // timeout runs out: then it is called again.
+    while (true) {
+      const started = Date.now();
+      try {
+        await this.process.waitForLine(/(?!)/, DRAIN_TIMEOUT_MS);
+      } catch {
+        if (Date.now() - started < DRAIN_TIMEOUT_MS) return;
+      }
+    }
+  }
+
+  /** Starts `server.ts --host 127.0.0.1 --port 0 ...args`. */
+  static async start(args: string[] = []): Promise<WatchedServer> {
+    return new WatchedServer(await ServerProcess.start(args));
+  }
+
+  /** Every stdout line so far. */
+  get log(): readonly string[] {
+    return this.process.log;
+  }
+
+  /** The exit code, or undefined while it runs. */
+  get exitCode(): number | undefined {
+    return this.#exitCode;
+  }
+
+  /** How many log lines match `pattern`. */
+  count(pattern: RegExp): number {
+    let n = 0;
+    for (const line of this.process.log) if (pattern.test(line)) n++;
+    return n;
+  }
+
+  /** The log lines about the client at local port `port`. */
+  linesAbout(port: number): string[] {
+    const pattern = new RegExp(` at PORT ${port}\\b`);
+    return this.process.log.filter((line) => pattern.test(line));
+  }
+
+  /** Connections logged as accepted and not (yet) logged as ended. */
+  openByLog(): number {
+    return this.count(CONNECT_LINE) - this.count(CLOSE_LINE);
+  }
+
+  /** Waits for a log line matching `pattern` (earlier ones count). */
+  async waitForLine(pattern: RegExp, ms: number): Promise<string> {
+    let seen = 0;
+    let found: string | undefined;
+    await waitUntil(
+      () => {
+        const log = this.process.log;
+        for (; seen < log.length && found === undefined; seen++) {
+          if (pattern.test(log[seen]!)) found = log[seen];
+        }
+        return found !== undefined || this.#exitCode !== undefined;
+      },
+      ms,
+      `server log line ${pattern}`,
+    );
+    if (found === undefined) {
+      throw new Error(
+        `Server exited with ${this.#exitCode} before logging ${pattern}`,
+      );
+    }
+    return found;
+  }
+
+  /** The server's resident memory, in bytes. */
+  rss(): Promise<number> {
+    return readRss(this.pid);
+  }
+
+  /** The server's CPU time so far, in milliseconds. */
+  cpuMs(): Promise<number> {
+    return readCpuMs(this.pid);
+  }
+
+  /** Sockets the server has open, its listener included. */
+  sockets(): Promise<number> {
+    return countSockets(this.pid);
+  }
+
+  /** Sends `signal`, waits for the exit, returns the exit code and output. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Output> {
+    this.signal(signal);
+    return await this.finish();
+  }
+
+  /** Sends `signal` without waiting. */
+  signal(signal: Deno.Signal): void {
+    this.process.child.kill(signal);
+  }
+
+  /** Waits for the process to exit by itself; returns its output. */
+  async finish(): Promise<Output> {
+    // Only the drain reads stdout: two readers would reorder the lines.
+    await this.#drained;
+    const output = await this.process.finish();
+    running.delete(this);
+    return output;
+  }
+
+  /** SIGKILLs the process if it still runs; does not wait. */
+  kill(): void {
+    if (this.#exitCode !== undefined) return;
+    try {
+      this.process.child.kill("SIGKILL");
+    } catch (err: unknown) {
+      if (!(err instanceof TypeError)) throw err; // already exited
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.kill();
+    await this.finish();
+  }
+}
+
+let helpText: Promise<string> | undefined;
+
+/** `server.ts --help`, to see which flags this version has. */
+export function serverHelp(): Promise<string> {
+  helpText ??= new Deno.Command(Deno.execPath(), {
+    args: denoRun("server.ts", "127.0.0.1:1", ["--help"]),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+    env: { NO_COLOR: "1" },
+  }).output().then((out) => new TextDecoder().decode(out.stdout));
+  return helpText;
+}
+
+/** Whether `server.ts --help` mentions `flag`. */
+export async function serverHasFlag(flag: string): Promise<boolean> {
+  return (await serverHelp()).includes(flag);
+}
+
+/**
+ * The "Served N connections on ...: X in, Y out, E errors, up T" line the
+ * server prints when it stops, parsed.
+ */
+export function parseSummary(stdout: string): {
+  connections: number;
+  bytesIn: string;
+  bytesOut: string;
+  errors: number;
+} {
+  const match =
+    /^Served (\d+) connections? on \S+: (.+?) in, (.+?) out, (\d+) errors?/m
+      .exec(stdout);
+  if (!match) throw new Error("The server printed no summary line");
+  return {
+    connections: Number(match[1]),
+    bytesIn: match[2]!,
+    bytesOut: match[3]!,
+    errors: Number(match[4]),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Well-behaved clients that run while a scenario misbehaves.
+
+/** Options for {@linkcode Bystanders.start}. */
+export interface BystanderOptions {
+  /** Clients running at once. @default {2} */
+  count?: number;
+  /** Largest payload, in bytes. @default {65536} */
+  maxSize?: number;
+  /** Pause between round trips, in ms. @default {0} */
+  pauseMs?: number;
+  /** Where the server listens. @default {"127.0.0.1"} */
+  hostname?: string;
+  /** Seed of the payloads. @default {1} */
+  seed?: number;
+  /**
+   * Keep one connection each and exchange on it (for when no new connection
+   * can get in, as while the server is out of descriptors).
+   *
+   * @default {false}
+   */
+  persistent?: boolean;
+}
+
+/** What the bystanders did. */
+export interface BystanderReport {
+  /** Round trips (or exchanges) whose reply was checked. */
+  exchanges: number;
+  /** Bytes they sent. */
+  bytes: number;
+}
+
+/** How long one bystander round trip may take before it counts as a failure. */
+const BYSTANDER_TIMEOUT_MS = 15_000;
+
+/**
+ * Well-behaved clients that keep sending random payloads and check every
+ * reply byte for byte until {@linkcode Bystanders.stop}.
+ */
+export class Bystanders {
+  #stopped = false;
+  #loops: Promise<void>[];
+  #failures: string[] = [];
+  #report: BystanderReport = { exchanges: 0, bytes: 0 };
+
+  private constructor(port: number, options: BystanderOptions) {
+    const random = new Random(options.seed ?? 1);
+    this.#loops = Array.from(
+      { length: options.count ?? 2 },
+      (_, i) => this.#run(port, options, random.fork(i), i),
+    );
+  }
+
+  /** Starts the clients against `port`. */
+  static start(port: number, options: BystanderOptions = {}): Bystanders {
+    return new Bystanders(port, options);
+  }
+
+  async #run(
+    port: number,
+    options: BystanderOptions,
+    random: Random,
+    index: number,
+  ): Promise<void> {
+    const hostname = options.hostname ?? "127.0.0.1";
+    const maxSize = options.maxSize ?? 64 * KiB;
+    let conn: Deno.Conn | undefined;
+    try {
+      if (options.persistent) conn = await Deno.connect({ hostname, port });
+      while (!this.#stopped) {
+        const payload = random.bytes(random.logInt(1, maxSize));
+        const what = `bystander ${index} exchange ${this.#report.exchanges}`;
+        if (conn) {
+          const open = conn;
+          await withTimeout(
+            exchangeChecked(open, payload, what),
+            BYSTANDER_TIMEOUT_MS,
+            what,
+            () => closeQuietly(open),
+          );
+        } else {
+          const abort = new AbortController();
+          const reply = await withTimeout(
+            request(payload, { hostname, port, signal: abort.signal }),
+            BYSTANDER_TIMEOUT_MS,
+            what,
+            () => abort.abort(),
+          );
+          checkReply(reply, payload, what);
+        }
+        this.#report.exchanges++;
+        this.#report.bytes += payload.length;
+        if (options.pauseMs) await delay(options.pauseMs);
+      }
+      if (conn) {
+        await conn.closeWrite();
+        if (await conn.read(new Uint8Array(1)) !== null) {
+          throw new Error(`bystander ${index}: bytes after the last reply`);
+        }
+      }
+    } catch (err: unknown) {
+      this.#failures.push(err instanceof Error ? err.message : String(err));
+      this.#stopped = true;
+    } finally {
+      if (conn) closeQuietly(conn);
+    }
+  }
+
+  /** Failures so far (a bystander stops at its first). */
+  get failures(): readonly string[] {
+    return this.#failures;
+  }
+
+  /**
+   * Stops the clients after their current round trip.
+   *
+   * @throws {Error} With the first failure, if any client saw one.
+   */
+  async stop(): Promise<BystanderReport> {
+    this.#stopped = true;
+    await Promise.all(this.#loops);
+    if (this.#failures.length > 0) {
+      throw new Error(`A well-behaved client failed: ${this.#failures[0]}`);
+    }
+    return this.#report;
+  }
+}

@@ -1,0 +1,109 @@
+// Copyright the upcase authors. MIT license.
+// The reliability scenarios of issue 5 in quick sizes; `deno task stress`
+// runs them at full size. The scenario logic lives in stress/; each scenario
+// throws when an invariant breaks (a wrong byte, a connection left open, a
+// bad exit code), and the tests check the figures it returns.
+
+import { assertEquals, assertGreater } from "@std/assert";
+import {
+  byteStreamProperty,
+  unicodeByteStreamProperty,
+} from "../stress/byte_stream.ts";
+import {
+  descriptorExhaustion,
+  descriptorExhaustionSkipReason,
+} from "../stress/descriptor_exhaustion.ts";
+import { abruptResets } from "../stress/resets.ts";
+import { shutdownUnderLoad } from "../stress/shutdown.ts";
+import { slowReader } from "../stress/slow_reader.ts";
+import { slowloris, slowlorisSkipReason } from "../stress/slowloris.ts";
+import { soak } from "../stress/soak.ts";
+import { MiB, resolveSeed, seedLine } from "../stress/_util.ts";
+
+const SEED = resolveSeed();
+console.log(`reliability_test.ts: ${seedLine(SEED, "deno task test")}`);
+
+const slowlorisSkip = await slowlorisSkipReason();
+if (slowlorisSkip !== undefined) {
+  console.warn(`reliability_test.ts: slowloris SKIPPED: ${slowlorisSkip}`);
+}
+const descriptorSkip = await descriptorExhaustionSkipReason();
+if (descriptorSkip !== undefined) {
+  console.warn(`reliability_test.ts: descriptors SKIPPED: ${descriptorSkip}`);
+}
+
+Deno.test("serve() returns exactly the upper-cased bytes for 500 random streams: any byte values, write sizes, pauses and half-close timing", async () => {
+  const result = await byteStreamProperty({ seed: SEED, cases: 500 });
+  assertEquals(result.cases, 500);
+  assertEquals(result.errors, 0);
+});
+
+Deno.test({
+  name:
+    "TODO: serve({ unicode: true }) returns exactly the Unicode upper case for random UTF-8 streams",
+  ignore: true,
+  fn: async () => {
+    await unicodeByteStreamProperty({ seed: SEED });
+  },
+});
+
+Deno.test("serve() survives 1,000 clients that reset mid-stream, still serves, and has no connection left open", async () => {
+  const result = await abruptResets({ seed: SEED, clients: 1000 });
+  assertEquals(result.cases, 1000);
+});
+
+Deno.test("server.ts holds back a client that sends 256 MiB and never reads, in bounded memory, serving others, and frees it on close", async () => {
+  const result = await slowReader({
+    seed: SEED,
+    target: 256 * MiB,
+    seconds: 5,
+    stallMs: 1000,
+  });
+  assertEquals(result.errors, 1, "the cut-off slow reader is logged");
+});
+
+Deno.test({
+  name:
+    "server.ts --idle-timeout closes 1,000 silent connections on time and --max-conns refuses the excess cleanly while admitted clients work",
+  ignore: slowlorisSkip !== undefined,
+  fn: async () => {
+    const result = await slowloris({
+      seed: SEED,
+      connections: 1000,
+      idleTimeout: 2,
+      maxConns: 100,
+    });
+    assertEquals(result.cases, 2000);
+  },
+});
+
+Deno.test({
+  name:
+    "server.ts out of file descriptors logs the accept failures, neither exits nor spins, and recovers when the flood ends",
+  ignore: descriptorSkip !== undefined,
+  fn: async () => {
+    const result = await descriptorExhaustion({
+      seed: SEED,
+      limit: 256,
+      flood: 512,
+      holdSeconds: 2,
+    });
+    assertEquals(result.cases, 512);
+  },
+});
+
+Deno.test("server.ts on SIGTERM gives 50 clients mid-transfer their whole replies, closes stalled ones after --grace, and exits 0", async () => {
+  const result = await shutdownUnderLoad({
+    seed: SEED,
+    clients: 50,
+    stalled: 5,
+    grace: 2,
+    allowLongGrace: false,
+  });
+  assertEquals(result.cases, 50);
+});
+
+Deno.test("server.ts under 6 s of mixed load serves every client exactly, counts every connection, and its memory levels off", async () => {
+  const result = await soak({ seed: SEED, seconds: 6 });
+  assertGreater(result.cases, 100);
+});

@@ -1,0 +1,970 @@
+/*
+ * loadgen.c: the load generator of the upcase benchmark.
+ *
+ * Single-threaded, epoll, non-blocking sockets. It only ever connects to
+ * 127.0.0.1 (hard-coded; there is no option to name another host). Every
+ * reply byte is checked against the transform (a-z -> A-Z, nothing else
+ * changes). Errors (refused, reset, early close) and mismatches are counted,
+ * never fatal, and every mode stops by itself at its deadline.
+ *
+ * Usage:  loadgen MODE -p PORT [options]
+ *
+ *   rtt      -c conns (50), -s message bytes (64), -d seconds (5), -w warm-up
+ *            seconds (0.5). Each connection sends its message, waits for the
+ *            whole reply, verifies it, and sends again. Latency is one
+ *            send-to-last-byte round trip; only round trips that end inside
+ *            the measured window (after the warm-up) are counted.
+ *   stream   -c conns (1), -t total bytes (1G; K/M/G suffixes), -d time limit
+ *            seconds (120). Sends a deterministic pattern in 256 KiB writes
+ *            while reading and verifying the reply, half-closes after the
+ *            last byte, reads to EOF. Reports bytes/s of verified reply.
+ *   oneshot  -c connections in flight (20), -s message bytes (32), -d seconds
+ *            (5), -w warm-up (0.5). Each: connect, send, shutdown(SHUT_WR),
+ *            read to EOF, verify, close, start the next. Reports conns/s and
+ *            the connect-to-EOF latency.
+ *   idle     -c connections (10000), -d connect time limit seconds (30),
+ *            -H longest hold seconds (60), -P to skip the ping. Opens the
+ *            connections and does one 1-byte round trip on each (so the
+ *            server has surely accepted and served it), at most 64 being set
+ *            up at a time, prints "ready connected=N" on stdout, then holds
+ *            them until stdin reaches EOF, SIGTERM/SIGINT, or -H seconds;
+ *            then closes all.
+ *
+ * Every mode: -S N spreads the connections over the source addresses
+ * 127.0.0.1 .. 127.0.0.N (all loopback; default 64 for oneshot, else 1).
+ * Each oneshot connection leaves a TIME_WAIT socket on the generator's side
+ * (it sends the first FIN); with a single source address, connect() soon
+ * spends most of the generator's CPU searching for a usable ephemeral port,
+ * and the generator, not the server, sets the pace.
+ *
+ * Output: one JSON object on the last line of stdout, e.g.
+ *   {"mode":"rtt","port":4242,"conns":50,"size":64,"seconds":5.000,
+ *    "ops":123,"ops_per_s":...,"bytes_per_s":...,"p50_us":...,"p90_us":...,
+ *    "p99_us":...,"p999_us":...,"max_us":...,"mean_us":...,"errors":0,
+ *    "verify_failures":0,"first_error":null,"sources":1,
+ *    "connect_call_max_us":...,"window_s":5.000,"cpu_user_s":...,
+ *    "cpu_sys_s":...}
+ * bytes_per_s counts reply bytes (one direction). cpu_*_s is this process's
+ * own CPU time (getrusage) in the measured window, which lasted window_s
+ * seconds: see window_open(). Before the JSON, stdout has "mark start" and
+ * "mark end" lines (and "ready connected=N" in idle mode). Diagnostics go to
+ * stderr.
+ *
+ * Build:  cc -O2 -Wall -Wextra -o loadgen loadgen.c
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- basics */
+
+enum mode { RTT, STREAM, ONESHOT, IDLE };
+static const char *const MODE_NAMES[] = {"rtt", "stream", "oneshot", "idle"};
+
+#define MAX_EVENTS 512
+#define READ_BUFFER_SIZE (256 * 1024)
+#define STREAM_CHUNK (256 * 1024) /* bytes per send() in stream mode */
+#define PERIOD 257 /* stream pattern period: prime, so writes drift over it */
+#define IDLE_SETUP_MAX 64 /* idle mode: connections being set up at once */
+#define STDIN_TAG UINT32_MAX /* epoll tag of stdin in idle mode */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t seconds_to_ns(double s) { return (uint64_t)(s * 1e9); }
+
+static unsigned char upcase_byte(unsigned char b) {
+  return (unsigned char)(b - 'a') < 26 ? (unsigned char)(b - 0x20) : b;
+}
+
+/* xorshift64*: deterministic messages, so runs are repeatable. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+static uint64_t rng(void) {
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return rng_state * 0x2545f4914f6cdd1du;
+}
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) {
+  (void)sig;
+  stop_requested = 1;
+}
+
+/* ------------------------------------------------------ latency histogram */
+
+/*
+ * Log-linear histogram of nanoseconds: exact below 128 ns, then 128 buckets
+ * per power of two (relative error under 0.8%). Fixed size, no allocation.
+ */
+#define SUB_BITS 7
+#define SUB_COUNT (1u << SUB_BITS)
+#define BUCKETS ((64 - SUB_BITS + 1) * SUB_COUNT)
+
+static uint64_t hist[BUCKETS];
+static uint64_t hist_count, hist_max, hist_sum;
+
+static unsigned bucket_of(uint64_t v) {
+  if (v < SUB_COUNT) return (unsigned)v;
+  unsigned e = 63u - (unsigned)__builtin_clzll(v); /* e >= SUB_BITS */
+  unsigned top = (unsigned)(v >> (e - SUB_BITS));  /* in [128, 256) */
+  return (e - SUB_BITS) * SUB_COUNT + top;
+}
+
+/* The middle of a bucket's range, in ns. */
+static double bucket_value(unsigned b) {
+  if (b < 2 * SUB_COUNT) return b;
+  unsigned e = b / SUB_COUNT + SUB_BITS - 1;
+  uint64_t top = b % SUB_COUNT + SUB_COUNT;
+  uint64_t width = 1ull << (e - SUB_BITS);
+  return (double)(top * width) + (double)width / 2;
+}
+
+static void record(uint64_t ns) {
+  hist[bucket_of(ns)]++;
+  hist_count++;
+  hist_sum += ns;
+  if (ns > hist_max) hist_max = ns;
+}
+
+/* The q-quantile in microseconds (0 when nothing was recorded). */
+static double quantile_us(double q) {
+  if (hist_count == 0) return 0;
+  uint64_t rank = (uint64_t)(q * (double)hist_count);
+  if (rank >= hist_count) rank = hist_count - 1;
+  uint64_t seen = 0;
+  for (unsigned b = 0; b < BUCKETS; b++) {
+    seen += hist[b];
+    if (seen > rank) {
+      double v = bucket_value(b);
+      return (v > (double)hist_max ? (double)hist_max : v) / 1000.0;
+    }
+  }
+  return (double)hist_max / 1000.0;
+}
+
+/* ------------------------------------------------------------ connections */
+
+enum state {
+  ST_CLOSED,     /* no socket */
+  ST_WAITING,    /* closed after an error; reopened at retry_at */
+  ST_CONNECTING, /* non-blocking connect in progress */
+  ST_ACTIVE,     /* connected, exchanging */
+  ST_DONE,       /* finished its work (stream, idle) */
+};
+
+struct conn {
+  int fd;
+  enum state state;
+  uint32_t events;  /* epoll mask registered now (0: not registered) */
+  uint64_t t_start; /* start of the current operation */
+  uint64_t retry_at;
+  size_t sent, recvd, total;  /* progress of the current op (stream: all) */
+  unsigned char *msg, *expect; /* rtt, oneshot: message, expected reply */
+};
+
+/* Options. */
+static enum mode mode;
+static int port = -1;
+static long nconns = -1;
+static long size = -1;
+static double duration = -1, warmup = 0.5, hold = 60;
+static uint64_t stream_total = 1ull << 30;
+static int ping = 1;
+static long nsources = -1; /* -S: source addresses 127.0.0.1 .. 127.0.0.N */
+static long next_source;
+
+/* State. */
+static int epfd;
+static struct conn *conns;
+static struct sockaddr_in server_addr;
+static unsigned char rbuf[READ_BUFFER_SIZE];
+static unsigned char *send_pattern, *expect_pattern; /* stream mode */
+static uint64_t t_begin, t_measure, t_end; /* t_end: the deadline */
+static uint64_t ops, errors, verify_failures, stream_bytes;
+static char first_error[160];
+static int running = 1;
+static int stream_timed_out;
+/* Longest connect() call: the kernel's search for a free ephemeral port
+ * gets slow when thousands of them sit in TIME_WAIT (oneshot mode). */
+static uint64_t connect_call_max;
+static long waiting; /* conns in ST_WAITING */
+static uint64_t early_send_misses; /* oneshot: not yet connected after connect() */
+
+static void note_error(const char *what, int err) {
+  errors++;
+  if (first_error[0] == '\0') {
+    snprintf(first_error, sizeof first_error, "%s: %s", what,
+             err ? strerror(err) : "unexpected");
+  }
+}
+
+static void set_events(struct conn *c, uint32_t events) {
+  if (events == c->events) return;
+  struct epoll_event ev = {.events = events, .data.u32 = (uint32_t)(c - conns)};
+  int op = c->events == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+  if (epoll_ctl(epfd, op, c->fd, &ev) < 0) {
+    perror("epoll_ctl");
+    exit(1);
+  }
+  c->events = events;
+}
+
+static void conn_close(struct conn *c, enum state next) {
+  if (c->fd >= 0) close(c->fd); /* also leaves the epoll set */
+  c->fd = -1;
+  c->events = 0;
+  c->state = next;
+}
+
+static void on_connected(struct conn *c);
+static void conn_fail(struct conn *c, const char *what, int err);
+
+/*
+ * Starts a non-blocking connect to 127.0.0.1:port. Returns -1 when it failed
+ * at once (counted, and closed or queued for a retry by conn_fail).
+ */
+static int conn_open(struct conn *c) {
+  c->sent = c->recvd = 0;
+  c->t_start = now_ns();
+  c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (c->fd < 0) {
+    conn_fail(c, "socket", errno);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (nsources > 1) {
+    /* Source 127.0.0.(1 + k), port picked by connect() (see -S). */
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t)next_source);
+    next_source = (next_source + 1) % nsources;
+    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) {
+      conn_fail(c, "bind", errno);
+      return -1;
+    }
+  }
+  uint64_t t0 = now_ns();
+  int rc = connect(c->fd, (struct sockaddr *)&server_addr, sizeof server_addr);
+  uint64_t spent = now_ns() - t0;
+  if (spent > connect_call_max) connect_call_max = spent;
+  if (rc == 0) {
+    on_connected(c);
+  } else if (errno == EINPROGRESS) {
+    if (mode == ONESHOT) {
+      /* On loopback the handshake has most often completed inside
+       * connect(): try to send at once, which saves an epoll round. */
+      ssize_t w = send(c->fd, c->msg, c->total, MSG_NOSIGNAL);
+      if (w > 0) {
+        c->sent = (size_t)w;
+        on_connected(c);
+        return 0;
+      }
+      if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+          errno != ENOTCONN) {
+        conn_fail(c, "send", errno);
+        return -1;
+      }
+      early_send_misses++;
+    }
+    c->state = ST_CONNECTING;
+    set_events(c, EPOLLOUT);
+  } else {
+    conn_fail(c, "connect", errno);
+    return -1;
+  }
+  return 0;
+}
+
+/* An error on a connection: count it, close, maybe retry a little later. */
+static void conn_fail(struct conn *c, const char *what, int err) {
+  note_error(what, err);
+  int retry = running && (mode == RTT || mode == ONESHOT);
+  conn_close(c, retry ? ST_WAITING : ST_CLOSED);
+  if (retry) {
+    c->retry_at = now_ns() + 10 * 1000000u; /* 10 ms: no hot loop */
+    waiting++;
+  }
+}
+
+/* The reply did not match: count it and drop the connection. */
+static void verify_fail(struct conn *c, const unsigned char *got,
+                        const unsigned char *want, size_t n, size_t at) {
+  size_t i = 0;
+  while (i < n && got[i] == want[i]) i++;
+  if (verify_failures == 0) {
+    fprintf(stderr, "verify: byte %zu: got 0x%02x, want 0x%02x\n", at + i,
+            i < n ? got[i] : 0, i < n ? want[i] : 0);
+  }
+  verify_failures++;
+  conn_fail(c, "verify", 0);
+}
+
+/* Sends c->msg[c->sent .. c->total); watches EPOLLOUT while some is left. */
+static int send_rest(struct conn *c) {
+  while (c->sent < c->total) {
+    ssize_t w =
+        send(c->fd, c->msg + c->sent, c->total - c->sent, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      conn_fail(c, "send", errno);
+      return -1;
+    }
+    c->sent += (size_t)w;
+  }
+  set_events(c, c->sent < c->total ? EPOLLIN | EPOLLOUT : EPOLLIN);
+  return 0;
+}
+
+/* ------------------------------------------------------------ mode: rtt */
+
+static void rtt_start_op(struct conn *c) {
+  c->sent = c->recvd = 0;
+  c->t_start = now_ns();
+  send_rest(c);
+}
+
+static void rtt_readable(struct conn *c) {
+  for (;;) {
+    ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) conn_fail(c, "recv", errno);
+      return;
+    }
+    if (n == 0) {
+      conn_fail(c, "recv: server closed early", 0);
+      return;
+    }
+    size_t got = (size_t)n;
+    if (got > c->total - c->recvd) { /* more than was sent */
+      verify_failures++;
+      conn_fail(c, "verify: reply longer than the message", 0);
+      return;
+    }
+    if (memcmp(rbuf, c->expect + c->recvd, got) != 0) {
+      verify_fail(c, rbuf, c->expect + c->recvd, got, c->recvd);
+      return;
+    }
+    c->recvd += got;
+    if (c->recvd == c->total) {
+      uint64_t t = now_ns();
+      if (t >= t_measure && t < t_end) {
+        record(t - c->t_start);
+        ops++;
+      }
+      if (t < t_end) rtt_start_op(c);
+      return;
+    }
+  }
+}
+
+/* -------------------------------------------------------- mode: oneshot */
+
+static void oneshot_start(struct conn *c) {
+  send_rest(c);
+  if (c->fd >= 0 && c->sent == c->total) shutdown(c->fd, SHUT_WR);
+}
+
+static void oneshot_readable(struct conn *c) {
+  for (;;) {
+    ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) conn_fail(c, "recv", errno);
+      return;
+    }
+    if (n == 0) break; /* EOF */
+    size_t got = (size_t)n;
+    if (got > c->total - c->recvd) {
+      verify_failures++;
+      conn_fail(c, "verify: reply longer than the message", 0);
+      return;
+    }
+    if (memcmp(rbuf, c->expect + c->recvd, got) != 0) {
+      verify_fail(c, rbuf, c->expect + c->recvd, got, c->recvd);
+      return;
+    }
+    c->recvd += got;
+  }
+  if (c->recvd != c->total) {
+    conn_fail(c, "recv: EOF before the whole reply", 0);
+    return;
+  }
+  uint64_t t = now_ns();
+  if (t >= t_measure && t < t_end) {
+    record(t - c->t_start);
+    ops++;
+  }
+  conn_close(c, ST_CLOSED);
+  if (t < t_end) conn_open(c);
+}
+
+/* --------------------------------------------------------- mode: stream */
+
+static void stream_writable(struct conn *c) {
+  while (c->sent < c->total) {
+    size_t n = c->total - c->sent;
+    if (n > STREAM_CHUNK) n = STREAM_CHUNK;
+    ssize_t w = send(c->fd, send_pattern + c->sent % PERIOD, n, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      conn_fail(c, "send", errno);
+      return;
+    }
+    c->sent += (size_t)w;
+  }
+  shutdown(c->fd, SHUT_WR); /* everything sent: half-close */
+  set_events(c, EPOLLIN);
+}
+
+static void stream_readable(struct conn *c) {
+  /* A few reads per event, so the writer side gets its turn too. */
+  for (int round = 0; round < 8; round++) {
+    ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) conn_fail(c, "recv", errno);
+      return;
+    }
+    if (n == 0) {
+      if (c->recvd == c->total) {
+        conn_close(c, ST_DONE);
+      } else {
+        conn_fail(c, "recv: EOF before the whole reply", 0);
+      }
+      return;
+    }
+    size_t got = (size_t)n;
+    if (got > c->total - c->recvd) {
+      verify_failures++;
+      conn_fail(c, "verify: reply longer than what was sent", 0);
+      return;
+    }
+    const unsigned char *want = expect_pattern + c->recvd % PERIOD;
+    if (memcmp(rbuf, want, got) != 0) {
+      verify_fail(c, rbuf, want, got, c->recvd);
+      return;
+    }
+    c->recvd += got;
+    stream_bytes += got;
+  }
+}
+
+/* ----------------------------------------------------------- mode: idle */
+
+/* Connections: opened, pinged and idle, failed to set up, and dropped
+ * (closed by the server, or sent data) once idle. Opened minus ready minus
+ * failed are still being set up: at most IDLE_SETUP_MAX, so the server's
+ * accept queue (its listen backlog) never overflows, which would cost a 1 s
+ * SYN retransmission and measure the backlog instead of the server. */
+static long idle_opened, idle_ready, idle_failed;
+static long idle_dropped;
+static int holding;
+
+/* ST_ACTIVE: the ping's reply is due. ST_DONE: idle, nothing should come. */
+static void idle_readable(struct conn *c) {
+  unsigned char b;
+  ssize_t n = recv(c->fd, &b, 1, 0);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return;
+  int pinging = c->state == ST_ACTIVE;
+  if (pinging && n == 1 && b == 'Q') {
+    c->state = ST_DONE; /* now idle */
+    idle_ready++;
+    return;
+  }
+  if (n == 1) {
+    verify_failures++;
+    note_error(pinging ? "verify: ping reply" : "idle: unexpected data", 0);
+  } else if (n == 0) {
+    note_error("server closed the connection", 0);
+  } else {
+    note_error("recv", errno);
+  }
+  if (pinging) idle_failed++;
+  else idle_dropped++;
+  conn_close(c, ST_CLOSED);
+}
+
+/* ------------------------------------------------------------- dispatch */
+
+static void on_connected(struct conn *c) {
+  c->state = ST_ACTIVE;
+  switch (mode) {
+  case RTT:
+    rtt_start_op(c);
+    break;
+  case ONESHOT:
+    oneshot_start(c);
+    break;
+  case STREAM:
+    set_events(c, EPOLLIN | EPOLLOUT);
+    stream_writable(c);
+    break;
+  case IDLE:
+    if (ping) {
+      if (send(c->fd, "q", 1, MSG_NOSIGNAL) != 1) {
+        note_error("send", errno);
+        idle_failed++;
+        conn_close(c, ST_CLOSED);
+        return;
+      }
+    } else {
+      c->state = ST_DONE;
+      idle_ready++;
+    }
+    set_events(c, EPOLLIN);
+    break;
+  }
+}
+
+static void on_event(struct conn *c, uint32_t ev) {
+  if (c->state == ST_CONNECTING) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+      if (mode == IDLE) idle_failed++;
+      conn_fail(c, "connect", err);
+    } else {
+      on_connected(c);
+    }
+    return;
+  }
+  if (c->fd < 0) return; /* closed earlier in this batch */
+  switch (mode) {
+  case RTT:
+  case ONESHOT:
+    if ((ev & EPOLLOUT) && c->sent < c->total) {
+      if (send_rest(c) < 0) return;
+      if (mode == ONESHOT && c->sent == c->total) shutdown(c->fd, SHUT_WR);
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+      if (mode == RTT) rtt_readable(c);
+      else oneshot_readable(c);
+    }
+    break;
+  case STREAM:
+    if (ev & EPOLLOUT) stream_writable(c);
+    if (c->fd >= 0 && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+      stream_readable(c);
+    break;
+  case IDLE:
+    idle_readable(c);
+    break;
+  }
+}
+
+/* ---------------------------------------------------------------- window */
+
+/*
+ * The measured window: rtt and oneshot from the end of the warm-up to the
+ * deadline, stream from the first connect to the last byte, idle from the
+ * first connect to "ready". Its start and end are announced on stdout
+ * ("mark start", "mark end") so that a driver can sample the server's CPU
+ * at the same moments; the CPU this process reports is its own in the
+ * window.
+ */
+static int window_state; /* 0: not started, 1: open, 2: closed */
+static uint64_t window_t0, window_t1;
+static double window_user, window_sys;
+
+static void cpu_now(double *user, double *sys) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  *user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+  *sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void window_open(uint64_t now) {
+  if (window_state != 0) return;
+  window_state = 1;
+  window_t0 = now;
+  cpu_now(&window_user, &window_sys);
+  printf("mark start\n");
+  fflush(stdout);
+}
+
+static void window_close(uint64_t now) {
+  if (window_state != 1) return;
+  window_state = 2;
+  window_t1 = now;
+  double user, sys;
+  cpu_now(&user, &sys);
+  window_user = user - window_user;
+  window_sys = sys - window_sys;
+  printf("mark end\n");
+  fflush(stdout);
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void print_result(double seconds) {
+  double user, sys, window_s;
+  if (window_state == 2) {
+    user = window_user;
+    sys = window_sys;
+    window_s = (double)(window_t1 - window_t0) / 1e9;
+  } else { /* stopped before the window closed: the whole run */
+    cpu_now(&user, &sys);
+    window_s = (double)(now_ns() - t_begin) / 1e9;
+  }
+  double per_s = seconds > 0 ? 1.0 / seconds : 0;
+  printf("{\"mode\":\"%s\",\"port\":%d,\"conns\":%ld", MODE_NAMES[mode], port,
+         nconns);
+  switch (mode) {
+  case RTT:
+  case ONESHOT:
+    printf(",\"size\":%ld,\"seconds\":%.3f,\"ops\":%llu,\"ops_per_s\":%.1f,"
+           "\"bytes_per_s\":%.1f,\"p50_us\":%.2f,\"p90_us\":%.2f,"
+           "\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,"
+           "\"mean_us\":%.2f",
+           size, seconds, (unsigned long long)ops, (double)ops * per_s,
+           (double)ops * (double)size * per_s, quantile_us(0.50),
+           quantile_us(0.90), quantile_us(0.99), quantile_us(0.999),
+           (double)hist_max / 1000.0,
+           hist_count ? (double)hist_sum / (double)hist_count / 1000.0 : 0);
+    break;
+  case STREAM:
+    printf(",\"size\":%llu,\"seconds\":%.3f,\"bytes\":%llu,"
+           "\"bytes_per_s\":%.1f,\"timed_out\":%s",
+           (unsigned long long)stream_total, seconds,
+           (unsigned long long)stream_bytes, (double)stream_bytes * per_s,
+           stream_timed_out ? "true" : "false");
+    break;
+  case IDLE:
+    printf(",\"connected\":%ld,\"failed\":%ld,\"dropped\":%ld,"
+           "\"ping\":%s,\"connect_seconds\":%.3f",
+           idle_ready, idle_failed, idle_dropped, ping ? "true" : "false",
+           seconds);
+    break;
+  }
+  printf(",\"errors\":%llu,\"verify_failures\":%llu,\"first_error\":",
+         (unsigned long long)errors, (unsigned long long)verify_failures);
+  if (first_error[0]) printf("\"%s\"", first_error); /* no quotes inside */
+  else printf("null");
+  printf(",\"sources\":%ld", nsources);
+  if (mode == ONESHOT)
+    printf(",\"early_send_misses\":%llu",
+           (unsigned long long)early_send_misses);
+  printf(",\"connect_call_max_us\":%.1f", (double)connect_call_max / 1000.0);
+  printf(",\"window_s\":%.3f,\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f}\n",
+         window_s, user, sys);
+  fflush(stdout);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage: loadgen rtt|stream|oneshot|idle -p PORT [-c CONNS] "
+          "[-s SIZE] [-d SECONDS] [-w WARMUP] [-t BYTES] [-H HOLD] [-P] "
+          "[-S SOURCES]\n"
+          "Connects to 127.0.0.1 only. See the comment at the top of "
+          "loadgen.c.\n");
+  exit(2);
+}
+
+static double parse_double(const char *s) {
+  char *end;
+  double v = strtod(s, &end);
+  if (*s == '\0' || *end != '\0' || !(v >= 0) || v > 1e6) usage();
+  return v;
+}
+
+static uint64_t parse_bytes(const char *s) {
+  char *end;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (end == s) usage();
+  if (*end == 'K' || *end == 'k') v <<= 10, end++;
+  else if (*end == 'M' || *end == 'm') v <<= 20, end++;
+  else if (*end == 'G' || *end == 'g') v <<= 30, end++;
+  if (*end != '\0' || v == 0) usage();
+  return v;
+}
+
+/* Fills a message with random bytes, about half of them a-z. */
+static void random_message(unsigned char *msg, unsigned char *expect,
+                           size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    uint64_t r = rng();
+    msg[i] = (r & 1) ? (unsigned char)('a' + (r >> 8) % 26)
+                     : (unsigned char)(r >> 16);
+    expect[i] = upcase_byte(msg[i]);
+  }
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) usage();
+  const char *m = argv[1];
+  if (strcmp(m, "rtt") == 0) mode = RTT;
+  else if (strcmp(m, "stream") == 0) mode = STREAM;
+  else if (strcmp(m, "oneshot") == 0) mode = ONESHOT;
+  else if (strcmp(m, "idle") == 0) mode = IDLE;
+  else usage();
+
+  int opt;
+  optind = 2;
+  while ((opt = getopt(argc, argv, "p:c:s:d:w:t:H:PS:")) != -1) {
+    switch (opt) {
+    case 'p':
+      port = (int)parse_double(optarg);
+      break;
+    case 'c':
+      nconns = (long)parse_double(optarg);
+      break;
+    case 's':
+      size = (long)parse_bytes(optarg);
+      break;
+    case 'd':
+      duration = parse_double(optarg);
+      break;
+    case 'w':
+      warmup = parse_double(optarg);
+      break;
+    case 't':
+      stream_total = parse_bytes(optarg);
+      break;
+    case 'H':
+      hold = parse_double(optarg);
+      break;
+    case 'P':
+      ping = 0;
+      break;
+    case 'S':
+      nsources = (long)parse_double(optarg);
+      break;
+    default:
+      usage();
+    }
+  }
+  if (optind != argc || port <= 0 || port > 65535) usage();
+  static const long default_conns[] = {50, 1, 20, 10000};
+  static const double default_duration[] = {5, 120, 5, 30};
+  if (nconns < 0) nconns = default_conns[mode];
+  if (duration < 0) duration = default_duration[mode];
+  if (size < 0) size = mode == ONESHOT ? 32 : 64;
+  if (nsources < 0) nsources = mode == ONESHOT ? 64 : 1;
+  if (nconns < 1 || nconns > 1000000 || size > (1 << 24) || nsources < 1 ||
+      nsources > 254)
+    usage();
+  if (mode == STREAM && stream_total < (uint64_t)nconns) usage();
+
+  /* Room for the idle mode's sockets. */
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  struct sigaction sa = {.sa_handler = on_signal};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  /* The only destination there is: 127.0.0.1. */
+  server_addr.sin_family = AF_INET;
+  server_addr.sin_port = htons((uint16_t)port);
+  server_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd < 0) {
+    perror("epoll_create1");
+    return 1;
+  }
+  conns = calloc((size_t)nconns, sizeof *conns);
+  if (conns == NULL) {
+    perror("calloc");
+    return 1;
+  }
+  for (long i = 0; i < nconns; i++) conns[i].fd = -1;
+
+  if (mode == RTT || mode == ONESHOT) {
+    for (long i = 0; i < nconns; i++) {
+      struct conn *c = &conns[i];
+      c->total = (size_t)size;
+      c->msg = malloc((size_t)size);
+      c->expect = malloc((size_t)size);
+      if (c->msg == NULL || c->expect == NULL) {
+        perror("malloc");
+        return 1;
+      }
+      random_message(c->msg, c->expect, (size_t)size);
+    }
+  } else if (mode == STREAM) {
+    /* Byte i of the stream is pattern[i % PERIOD]; pattern holds all 256
+     * values (an odd multiplier permutes them) plus one more 'q'. A send at
+     * stream offset o starts at send_pattern + o % PERIOD. */
+    send_pattern = malloc(STREAM_CHUNK + PERIOD);
+    expect_pattern = malloc(READ_BUFFER_SIZE + PERIOD);
+    if (send_pattern == NULL || expect_pattern == NULL) {
+      perror("malloc");
+      return 1;
+    }
+    unsigned char pattern[PERIOD];
+    for (unsigned k = 0; k < 256; k++)
+      pattern[k] = (unsigned char)(k * 167u + 13u);
+    pattern[256] = 'q';
+    for (size_t j = 0; j < STREAM_CHUNK + PERIOD; j++)
+      send_pattern[j] = pattern[j % PERIOD];
+    for (size_t j = 0; j < READ_BUFFER_SIZE + PERIOD; j++)
+      expect_pattern[j] = upcase_byte(pattern[j % PERIOD]);
+    uint64_t share = stream_total / (uint64_t)nconns;
+    for (long i = 0; i < nconns; i++) {
+      conns[i].total = (size_t)(i == nconns - 1
+                                    ? stream_total - share * (uint64_t)i
+                                    : share);
+    }
+  }
+
+  t_begin = now_ns();
+  if (mode == STREAM || mode == IDLE) window_open(t_begin);
+  switch (mode) {
+  case RTT:
+  case ONESHOT:
+    t_measure = t_begin + seconds_to_ns(warmup);
+    t_end = t_measure + seconds_to_ns(duration);
+    for (long i = 0; i < nconns; i++) conn_open(&conns[i]);
+    break;
+  case STREAM:
+    t_end = t_begin + seconds_to_ns(duration);
+    for (long i = 0; i < nconns; i++) conn_open(&conns[i]);
+    break;
+  case IDLE:
+    t_end = t_begin + seconds_to_ns(duration); /* connect phase limit */
+    break;
+  }
+
+  struct epoll_event evs[MAX_EVENTS];
+  uint64_t t_ready = 0;
+  while (running) {
+    uint64_t now = now_ns();
+    if ((mode == RTT || mode == ONESHOT) && now >= t_measure) window_open(now);
+    if (stop_requested || now >= t_end) {
+      if (mode == IDLE && !holding && !stop_requested) {
+        fprintf(stderr, "idle: connect phase timed out\n");
+        t_ready = now; /* go on: hold what we have */
+      } else {
+        break;
+      }
+    }
+
+    /* Idle mode: open more, or start holding once all are set up. */
+    if (mode == IDLE && !holding) {
+      while (idle_opened < nconns && t_ready == 0 &&
+             idle_opened - idle_ready - idle_failed < IDLE_SETUP_MAX) {
+        if (conn_open(&conns[idle_opened++]) < 0) idle_failed++;
+      }
+      if (t_ready != 0 || idle_ready + idle_failed >= nconns) {
+        if (t_ready == 0) t_ready = now;
+        window_close(t_ready);
+        holding = 1;
+        printf("ready connected=%ld\n", idle_ready);
+        fflush(stdout);
+        t_end = now + seconds_to_ns(hold);
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = STDIN_TAG};
+        /* Fails for /dev/null or a file: then only -H or a signal ends it. */
+        epoll_ctl(epfd, EPOLL_CTL_ADD, STDIN_FILENO, &ev);
+        continue;
+      }
+    }
+
+    /* Stream mode: done when every connection is. */
+    if (mode == STREAM) {
+      long done = 0;
+      for (long i = 0; i < nconns; i++)
+        done += conns[i].state == ST_DONE || conns[i].state == ST_CLOSED;
+      if (done == nconns) break;
+    }
+
+    /* Reopen connections whose retry time has come. */
+    if (waiting > 0) {
+      for (long i = 0; i < nconns; i++) {
+        struct conn *c = &conns[i];
+        if (c->state == ST_WAITING && c->retry_at <= now) {
+          waiting--;
+          conn_open(c);
+        }
+      }
+    }
+
+    uint64_t wake = t_end;
+    if (waiting > 0 && wake > now + 10000000u) wake = now + 10000000u;
+    int timeout = wake > now ? (int)((wake - now + 999999) / 1000000) : 0;
+    if (timeout > 100) timeout = 100;
+    int n = epoll_wait(epfd, evs, MAX_EVENTS, timeout);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      perror("epoll_wait");
+      break;
+    }
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.u32 == STDIN_TAG) {
+        char tmp[256];
+        ssize_t r = read(STDIN_FILENO, tmp, sizeof tmp);
+        if (r <= 0 && !(r < 0 && errno == EINTR)) {
+          running = 0; /* stdin closed: stop holding */
+          epoll_ctl(epfd, EPOLL_CTL_DEL, STDIN_FILENO, NULL);
+        }
+        continue;
+      }
+      on_event(&conns[evs[i].data.u32], evs[i].events);
+    }
+  }
+  running = 0;
+  uint64_t t_stop = now_ns();
+  window_close(t_stop);
+
+  double seconds;
+  switch (mode) {
+  case RTT:
+  case ONESHOT:
+    seconds = duration; /* the measured window */
+    if (t_stop < t_end) /* stopped early by a signal */
+      seconds = t_stop > t_measure ? (double)(t_stop - t_measure) / 1e9 : 0;
+    break;
+  case STREAM:
+    seconds = (double)(t_stop - t_begin) / 1e9;
+    for (long i = 0; i < nconns; i++) {
+      /* Failed ones are counted already; some still running is new. */
+      if (conns[i].state != ST_DONE && conns[i].state != ST_CLOSED) {
+        stream_timed_out = t_stop >= t_end;
+        note_error(stream_timed_out ? "stream: time limit" : "stream: stopped",
+                   0);
+        break;
+      }
+    }
+    break;
+  case IDLE:
+  default:
+    seconds = (double)((t_ready ? t_ready : t_stop) - t_begin) / 1e9;
+    break;
+  }
+  for (long i = 0; i < nconns; i++) conn_close(&conns[i], ST_CLOSED);
+  print_result(seconds);
+  return 0;
+}

@@ -1,0 +1,43 @@
+// node_server.mjs: an upcase server as a Node.js user would write it, for the
+// benchmark. Usage: node bench/peers/node_server.mjs PORT
+//
+// Listens on 127.0.0.1:PORT (0 picks a free port), prints
+// "listening on 127.0.0.1:PORT", serves until SIGTERM or SIGINT.
+// 'data' handler, uppercase the chunk, socket.write; when write() returns
+// false, pause reading until 'drain' (backpressure). allowHalfOpen so the
+// reply can finish after the client's FIN; socket.end() on 'end'.
+import net from "node:net";
+
+const port = Number(process.argv[2]);
+if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  console.error("usage: node node_server.mjs PORT");
+  process.exit(2);
+}
+
+function upcase(buf) {
+  for (let i = 0; i < buf.length; i++) {
+    const b = buf[i];
+    if (b >= 0x61 && b <= 0x7a) buf[i] = b - 0x20;
+  }
+  return buf;
+}
+
+const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+  socket.setNoDelay(true);
+  socket.on("data", (chunk) => {
+    if (!socket.write(upcase(chunk))) {
+      socket.pause();
+      socket.once("drain", () => socket.resume());
+    }
+  });
+  socket.on("end", () => socket.end());
+  socket.on("error", () => socket.destroy());
+});
+
+server.listen(port, "127.0.0.1", () => {
+  console.log(`listening on 127.0.0.1:${server.address().port}`);
+});
+
+for (const sig of ["SIGTERM", "SIGINT"]) {
+  process.on(sig, () => process.exit(0));
+}

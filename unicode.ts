@@ -40,7 +40,9 @@ const MAX_EXPANSION = 3;
  * ```
  */
 export class UnicodeUpperCaser {
-  #decoder = new TextDecoder();
+  // ignoreBOM: a U+FEFF that starts a run is text like any other, not a
+  // byte order mark to strip.
+  #decoder = new TextDecoder("utf-8", { ignoreBOM: true });
   #encoder = new TextEncoder();
   /** The start of a character whose remaining bytes have not arrived. */
   #pending = new Uint8Array(0);

@@ -1,7 +1,7 @@
 // Copyright the upcase authors. MIT license.
 // Helpers for the reliability scenarios: a seeded PRNG, /proc readings, a
-// server child process whose log is always drained, and well-behaved clients
-// that check their bytes while a scenario runs.
+// server child process watched through /proc and killed on Ctrl-C, and
+// well-behaved clients that check their bytes while a scenario runs.
 
 import { format as formatBytes } from "@std/fmt/bytes";
 import { request } from "../mod.ts";
@@ -11,6 +11,7 @@ import {
   expectedUpper,
   firstDifference,
   type Output,
+  readExactly,
   ServerProcess,
   writeAll,
 } from "../tests/_util.ts";
@@ -231,36 +232,6 @@ export function checkReply(
   }
 }
 
-/** The chunks one after another, in one array. */
-export function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const chunk of chunks) length += chunk.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
-
-/** Reads exactly `n` bytes, or throws if the peer closes first. */
-export async function readExactly(
-  conn: Deno.Conn,
-  n: number,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const out = new Uint8Array(n);
-  let got = 0;
-  while (got < n) {
-    const read = await conn.read(out.subarray(got));
-    if (read === null) {
-      throw new Error(`Connection closed after ${got} of ${n} bytes`);
-    }
-    got += read;
-  }
-  return out;
-}
-
 /**
  * Sends `payload` on an open connection and reads back exactly as many bytes,
  * both at once, checking they are its transform. The connection stays open.
@@ -274,6 +245,29 @@ export async function exchangeChecked(
     readExactly(conn, payload.length),
     writeAll(conn, payload),
   ]);
+  checkReply(reply, payload, what);
+}
+
+/**
+ * One round trip with {@linkcode request} (send, half-close, read to EOF)
+ * that must bring back the transform of `payload` within `ms`.
+ *
+ * @throws {Error} Naming `what` when the reply is wrong or late.
+ */
+export async function checkedRequest(
+  port: number,
+  payload: Uint8Array,
+  what: string,
+  ms: number,
+  hostname = "127.0.0.1",
+): Promise<void> {
+  const abort = new AbortController();
+  const reply = await withTimeout(
+    request(payload, { hostname, port, signal: abort.signal }),
+    ms,
+    what,
+    () => abort.abort(),
+  );
   checkReply(reply, payload, what);
 }
 
@@ -410,16 +404,37 @@ export class RssSampler {
 // ---------------------------------------------------------------------------
 // server.ts as a child process.
 
-/** Every server started and not yet stopped, so an interrupted run can kill them. */
-const running = new Set<WatchedServer>();
+/** How to kill each server started and not yet stopped, for an interrupted run. */
+const running = new Set<() => void>();
 
 /** SIGKILLs every server child still running (for a signal handler). */
 export function killServers(): void {
-  for (const server of running) server.kill();
+  for (const kill of running) kill();
 }
 
-/** How long one read of the server's log may wait for a line. */
-const DRAIN_TIMEOUT_MS = 600_000;
+/**
+ * SIGKILLs `child` unless it has exited.
+ *
+ * @param child A process this run started.
+ */
+export function killQuietly(child: Deno.ChildProcess): void {
+  try {
+    child.kill("SIGKILL");
+  } catch (err: unknown) {
+    if (!(err instanceof TypeError)) throw err; // already exited
+  }
+}
+
+/**
+ * Has {@linkcode killServers} kill `child` until the returned disposable is
+ * disposed: a server started outside {@linkcode WatchedServer} is not left
+ * running when the run is interrupted.
+ */
+export function killOnInterrupt(child: Deno.ChildProcess): Disposable {
+  const kill = () => killQuietly(child);
+  running.add(kill);
+  return { [Symbol.dispose]: () => running.delete(kill) };
+}
 
 /** Matches the log line of an accepted connection. */
 export const CONNECT_LINE = /^received from /;
@@ -427,8 +442,9 @@ export const CONNECT_LINE = /^received from /;
 export const CLOSE_LINE = /^(closed|error from) /;
 
 /**
- * `server.ts` in a child process ({@linkcode ServerProcess}) whose log is
- * read all the time, so a busy server never blocks on a full stdout pipe.
+ * `server.ts` in a child process ({@linkcode ServerProcess}, which reads its
+ * log all the time) seen from /proc (memory, CPU, sockets), with log
+ * queries, and killed by {@linkcode killServers} on Ctrl-C.
  */
 export class WatchedServer implements AsyncDisposable {
   readonly process: ServerProcess;
@@ -437,7 +453,7 @@ export class WatchedServer implements AsyncDisposable {
   /** Resolves with the exit code once the process has exited. */
   readonly exited: Promise<number>;
   #exitCode: number | undefined;
-  #drained: Promise<void>;
+  #tracked: Disposable;
 
   private constructor(process: ServerProcess) {
     this.process = process;
@@ -447,27 +463,7 @@ export class WatchedServer implements AsyncDisposable {
       this.#exitCode = status.code;
       return status.code;
     });
-    this.#drained = this.#drain();
-    running.add(this);
-  }
-
-  /**
-   * Reads stdout into `process.log` until it ends. A server whose stdout
-   * pipe fills up stops serving (its log writes block), so it must be read
-   * all the time.
-   */
-  async #drain(): Promise<void> {
-    // waitForLine() with a pattern that never matches reads every line into
-    // process.log. It throws at once at the end of stdout, or when its
-    // timeout runs out: then it is called again.
-    while (true) {
-      const started = Date.now();
-      try {
-        await this.process.waitForLine(/(?!)/, DRAIN_TIMEOUT_MS);
-      } catch {
-        if (Date.now() - started < DRAIN_TIMEOUT_MS) return;
-      }
-    }
+    this.#tracked = killOnInterrupt(process.child);
   }
 
   /** Starts `server.ts --host 127.0.0.1 --port 0 ...args`. */
@@ -504,26 +500,8 @@ export class WatchedServer implements AsyncDisposable {
   }
 
   /** Waits for a log line matching `pattern` (earlier ones count). */
-  async waitForLine(pattern: RegExp, ms: number): Promise<string> {
-    let seen = 0;
-    let found: string | undefined;
-    await waitUntil(
-      () => {
-        const log = this.process.log;
-        for (; seen < log.length && found === undefined; seen++) {
-          if (pattern.test(log[seen]!)) found = log[seen];
-        }
-        return found !== undefined || this.#exitCode !== undefined;
-      },
-      ms,
-      `server log line ${pattern}`,
-    );
-    if (found === undefined) {
-      throw new Error(
-        `Server exited with ${this.#exitCode} before logging ${pattern}`,
-      );
-    }
-    return found;
+  waitForLine(pattern: RegExp, ms: number): Promise<string> {
+    return this.process.waitForLine(pattern, ms);
   }
 
   /** The server's resident memory, in bytes. */
@@ -554,21 +532,14 @@ export class WatchedServer implements AsyncDisposable {
 
   /** Waits for the process to exit by itself; returns its output. */
   async finish(): Promise<Output> {
-    // Only the drain reads stdout: two readers would reorder the lines.
-    await this.#drained;
     const output = await this.process.finish();
-    running.delete(this);
+    this.#tracked[Symbol.dispose]();
     return output;
   }
 
   /** SIGKILLs the process if it still runs; does not wait. */
   kill(): void {
-    if (this.#exitCode !== undefined) return;
-    try {
-      this.process.child.kill("SIGKILL");
-    } catch (err: unknown) {
-      if (!(err instanceof TypeError)) throw err; // already exited
-    }
+    if (this.#exitCode === undefined) killQuietly(this.process.child);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -596,25 +567,48 @@ export async function serverHasFlag(flag: string): Promise<boolean> {
   return (await serverHelp()).includes(flag);
 }
 
-/**
- * The "Served N connections on ...: X in, Y out, E errors, up T" line the
- * server prints when it stops, parsed.
- */
-export function parseSummary(stdout: string): {
+/** The server's summary line, parsed by {@linkcode parseSummary}. */
+export interface Summary {
+  /** The whole line. */
+  line: string;
   connections: number;
+  /** As printed, e.g. "1.2 MB". */
   bytesIn: string;
   bytesOut: string;
   errors: number;
-} {
-  const match =
-    /^Served (\d+) connections? on \S+: (.+?) in, (.+?) out, (\d+) errors?/m
-      .exec(stdout);
+  /** Clients turned away by --max-conns. */
+  refused: number;
+  /** Connections closed by --idle-timeout. */
+  idleClosed: number;
+  /** Connections still open, and so closed, when the grace period ended. */
+  cutOff: number;
+}
+
+/**
+ * The "Served N connections on ...: X in, Y out, E errors[, R refused][, I
+ * closed idle][, C cut off at shutdown], up T" line the server prints when it
+ * stops, parsed.
+ *
+ * @throws {Error} When `stdout` has no such line.
+ */
+export function parseSummary(stdout: string): Summary {
+  const line = /^Served .*$/m.exec(stdout)?.[0];
+  const match = line === undefined
+    ? null
+    : /^Served (\d+) connections? on \S+: (.+?) in, (.+?) out, (\d+) errors?(.*), up /
+      .exec(line);
   if (!match) throw new Error("The server printed no summary line");
+  const extra = (what: string) =>
+    Number(new RegExp(`, (\\d+) ${what}(?:,|$)`).exec(match[5]!)?.[1] ?? 0);
   return {
+    line: line!,
     connections: Number(match[1]),
     bytesIn: match[2]!,
     bytesOut: match[3]!,
     errors: Number(match[4]),
+    refused: extra("refused"),
+    idleClosed: extra("closed idle"),
+    cutOff: extra("cut off at shutdown"),
   };
 }
 
@@ -699,14 +693,13 @@ export class Bystanders {
             () => closeQuietly(open),
           );
         } else {
-          const abort = new AbortController();
-          const reply = await withTimeout(
-            request(payload, { hostname, port, signal: abort.signal }),
-            BYSTANDER_TIMEOUT_MS,
+          await checkedRequest(
+            port,
+            payload,
             what,
-            () => abort.abort(),
+            BYSTANDER_TIMEOUT_MS,
+            hostname,
           );
-          checkReply(reply, payload, what);
         }
         this.#report.exchanges++;
         this.#report.bytes += payload.length;

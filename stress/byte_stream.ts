@@ -5,17 +5,15 @@
 
 import { serve, type Server } from "../mod.ts";
 import { closeQuietly } from "../_io.ts";
-import { readToEnd, writeAll } from "../tests/_util.ts";
+import { concat, readToEnd, writeAll } from "../tests/_util.ts";
 import {
   checkReply,
-  concat,
   delay,
   exchangeChecked,
   KiB,
   MiB,
   Random,
   type ScenarioResult,
-  skippedResult,
   waitUntil,
   withTimeout,
 } from "./_util.ts";
@@ -287,18 +285,4 @@ export async function byteStreamProperty(
   } finally {
     await Promise.all(servers.map((s) => s.shutdown({ grace: 0 })));
   }
-}
-
-/**
- * TODO(issue 5): the same property for `serve({ unicode: true })` and
- * `server.ts --unicode`, once they exist: random UTF-8 text mixed with invalid
- * sequences, split at random points (mid-character included), replies checked
- * against `String.prototype.toUpperCase`. Skipped until then.
- */
-export function unicodeByteStreamProperty(
-  _options: ByteStreamOptions,
-): Promise<ScenarioResult> {
-  return Promise.resolve(
-    skippedResult("TODO: the --unicode variant is not written yet"),
-  );
 }

@@ -4,7 +4,7 @@
 
 import { serve, type ServerEvent } from "../mod.ts";
 import { closeQuietly } from "../_io.ts";
-import { writeAll } from "../tests/_util.ts";
+import { readExactly, writeAll } from "../tests/_util.ts";
 import {
   Bystanders,
   checkReply,
@@ -14,7 +14,6 @@ import {
   isClosedHere,
   KiB,
   Random,
-  readExactly,
   type ScenarioResult,
   waitUntil,
   withTimeout,
@@ -158,7 +157,8 @@ export async function abruptResets(
         const caseRandom = random.fork(i);
         const point = caseRandom.pick(points);
         perPoint.set(point, perPoint.get(point)! + 1);
-        bytes += await resetClient(port, point, caseRandom);
+        const sent = await resetClient(port, point, caseRandom);
+        bytes += sent;
         peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
       }
     };

@@ -20,17 +20,17 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { format as formatBytes } from "@std/fmt/bytes";
-import {
-  byteStreamProperty,
-  unicodeByteStreamProperty,
-} from "./byte_stream.ts";
+import { byteStreamProperty } from "./byte_stream.ts";
 import { descriptorExhaustion } from "./descriptor_exhaustion.ts";
+import { logStall } from "./log_stall.ts";
 import { abruptResets } from "./resets.ts";
 import { shutdownUnderLoad } from "./shutdown.ts";
 import { slowReader } from "./slow_reader.ts";
 import { slowloris } from "./slowloris.ts";
 import { soak } from "./soak.ts";
+import { unicodeByteStreamProperty } from "./unicode_stream.ts";
 import {
+  KiB,
   killServers,
   MiB,
   resolveSeed,
@@ -61,8 +61,15 @@ export const SCENARIOS: readonly Scenario[] = [
   },
   {
     name: "byte-stream-unicode",
-    summary: "the same with --unicode (TODO)",
-    run: ({ seed }) => unicodeByteStreamProperty({ seed }),
+    summary:
+      "server.ts --unicode: 3,000 cases of UTF-8 mixed with invalid bytes, cut at every byte or at random",
+    run: ({ seed }) =>
+      unicodeByteStreamProperty({
+        seed,
+        cases: 3000,
+        maxSize: 256 * KiB,
+        cli: true,
+      }),
   },
   {
     name: "resets",
@@ -92,6 +99,12 @@ export const SCENARIOS: readonly Scenario[] = [
     summary: "SIGTERM while 50 clients are mid-transfer",
     run: ({ seed }) =>
       shutdownUnderLoad({ seed, clients: 50, stalled: 5, grace: 3 }),
+  },
+  {
+    name: "log-stall",
+    summary:
+      "server.ts with stdout never read: 3,000 sequential and 200 concurrent clients, then SIGTERM",
+    run: ({ seed }) => logStall({ seed, sequential: 3000, concurrent: 200 }),
   },
   {
     name: "soak",

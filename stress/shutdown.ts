@@ -63,7 +63,9 @@ interface ClientOutcome {
  * finishing client gets its whole reply, stalled ones are closed when the
  * grace period ends (not before), new connections are refused, and the
  * server exits 0 within the grace period with a summary counting every
- * client.
+ * client, no errors, and the stalled ones as "cut off at shutdown" (each
+ * logged as `closed ... at shutdown, still open when the grace period
+ * ended`).
  *
  * @throws {Error} When a reply is cut short or wrong, or the server exits
  *   late, early or with another code.
@@ -157,16 +159,41 @@ export async function shutdownUnderLoad(
     );
   }
   const summary = parseSummary(stdout);
-  if (summary.connections !== clients) {
+  if (
+    summary.connections !== clients || summary.errors !== 0 ||
+    summary.cutOff !== stalledCount
+  ) {
     throw new Error(
-      `The summary counts ${summary.connections} connections, want ${clients}`,
+      `The summary says "${summary.line}", want ${clients} connections, 0 errors, ${stalledCount} cut off at shutdown`,
+    );
+  }
+  // Each stalled client is logged as cut off, and nobody as an error.
+  const cutOffLine =
+    /^closed 127\.0\.0\.1 at PORT \d+ at shutdown, still open when the grace period ended: /;
+  for (const conn of conns.slice(finishing)) {
+    const port = (conn.localAddr as Deno.NetAddr).port;
+    const lines = server.linesAbout(port);
+    if (!lines.some((line) => cutOffLine.test(line))) {
+      throw new Error(
+        `Stalled client at port ${port} is not logged as cut off at shutdown: ${
+          lines.join(" | ") || "no line"
+        }`,
+      );
+    }
+  }
+  const errorLines = server.log.filter((line) =>
+    line.startsWith("error from ")
+  );
+  if (errorLines.length > 0) {
+    throw new Error(
+      `${errorLines.length} connections logged as errors: ${errorLines[0]}`,
     );
   }
   const before = outcomes.filter((o) => o.finishedBeforeSignal).length;
   notes.push(
     `SIGTERM with ${
       finishing - before
-    } of ${finishing} clients still sending and ${stalledCount} stalled; all ${finishing} got their whole reply, the server exited 0 after ${exitedAfter} ms (--grace ${graceSeconds})`,
+    } of ${finishing} clients still sending and ${stalledCount} stalled; all ${finishing} got their whole reply, the ${stalledCount} stalled ones were cut off at the end of the grace period (not errors), the server exited 0 after ${exitedAfter} ms (--grace ${graceSeconds})`,
   );
   return {
     cases: clients,

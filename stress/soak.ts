@@ -5,11 +5,15 @@
 
 import { exchange } from "../mod.ts";
 import { closeQuietly } from "../_io.ts";
-import { expectedUpper, firstDifference, writeAll } from "../tests/_util.ts";
+import {
+  concat,
+  expectedUpper,
+  firstDifference,
+  writeAll,
+} from "../tests/_util.ts";
 import { resetClient, type ResetPoint } from "./resets.ts";
 import {
   checkReply,
-  concat,
   delay,
   exchangeChecked,
   formatSize,
@@ -100,7 +104,8 @@ export async function soak(options: SoakOptions = {}): Promise<ScenarioResult> {
       const point = r.pick<ResetPoint>(
         ["mid-exchange", "mid-write", "after-half-close"],
       );
-      tally.bytes += await resetClient(port, point, r);
+      const sent = await resetClient(port, point, r);
+      tally.bytes += sent;
       tally.connections++;
       tally.resets++;
       await delay(20);

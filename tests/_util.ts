@@ -7,7 +7,7 @@ import { assert } from "@std/assert";
 export const ROOT = new URL("../", import.meta.url);
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true }); // keep a U+FEFF
 
 /**
  * The reference transform: a plain table lookup, written independently of
@@ -57,22 +57,101 @@ export function assertSameBytes(
   );
 }
 
+/**
+ * The Unicode reference transform, written independently of unicode.ts: one
+ * character at a time, the shortest run of 1 to 4 bytes that a fatal
+ * TextDecoder accepts is a character and is upper-cased with
+ * `String.prototype.toUpperCase`; a byte that starts no character is copied
+ * as it is. `ignoreBOM` keeps U+FEFF a character like any other.
+ */
+export function expectedUpperUnicode(bytes: Uint8Array): Uint8Array {
+  const chunks: Uint8Array[] = [];
+  let copied = 0; // bytes[copied..i) are invalid bytes not yet copied
+  let i = 0;
+  while (i < bytes.length) {
+    let length = 1;
+    let upper: Uint8Array | null = null;
+    for (; length <= 4 && i + length <= bytes.length; length++) {
+      upper = upperCharacter(bytes.subarray(i, i + length));
+      if (upper !== null) break;
+    }
+    if (upper === null) {
+      i++;
+      continue;
+    }
+    chunks.push(bytes.subarray(copied, i), upper);
+    i += length;
+    copied = i;
+  }
+  chunks.push(bytes.subarray(copied));
+  return concat(chunks);
+}
+
+const fatalDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+/**
+ * {@linkcode upperCharacter}'s answers by length and bytes: texts repeat the
+ * same few characters, and a decoder that throws is slow.
+ */
+const upperCharacters = new Map<number, Uint8Array | null>();
+
+/** The upper case of `bytes` if they are one character, else null. */
+function upperCharacter(bytes: Uint8Array): Uint8Array | null {
+  let key = bytes.length;
+  for (const b of bytes) key = key * 256 + b;
+  let upper = upperCharacters.get(key);
+  if (upper === undefined) {
+    try {
+      upper = encoder.encode(fatalDecoder.decode(bytes).toUpperCase());
+    } catch (err: unknown) {
+      if (!(err instanceof TypeError)) throw err;
+      upper = null;
+    }
+    if (upperCharacters.size >= 65536) upperCharacters.clear();
+    upperCharacters.set(key, upper);
+  }
+  return upper;
+}
+
+/** The chunks one after another, in one new array. */
+export function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
 /** Reads from `conn` until EOF and returns everything. */
 export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
-  let length = 0;
   const buf = new Uint8Array(65536);
   while (true) {
     const n = await conn.read(buf);
     if (n === null) break;
     chunks.push(buf.slice(0, n));
-    length += n;
   }
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
+  return concat(chunks);
+}
+
+/**
+ * Reads exactly `n` bytes from `conn`.
+ *
+ * @throws {Error} When the peer closes first.
+ */
+export async function readExactly(
+  conn: Deno.Conn,
+  n: number,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const out = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const read = await conn.read(out.subarray(got));
+    if (read === null) {
+      throw new Error(`Connection closed after ${got} of ${n} bytes`);
+    }
+    got += read;
   }
   return out;
 }

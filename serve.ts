@@ -147,7 +147,7 @@ export const DEFAULT_GRACE_MS = 10_000;
 /** The first read buffer of every connection: small, so idle ones cost little. */
 const SMALL_BUFFER_SIZE = 256;
 /** The read buffer of a connection that streams. */
-const LARGE_BUFFER_SIZE = 128 * 1024;
+const LARGE_BUFFER_SIZE = 256 * 1024;
 /** Reads shorter than this are upper-cased in JavaScript, not with SIMD. */
 const SIMD_MIN = 16;
 /**

@@ -199,7 +199,9 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   #closing = false;
   #drained = Promise.withResolvers<void>();
   #largeBuffers: Uint8Array<ArrayBuffer>[] = [];
-  #simd = SimdBuffers.create(LARGE_BUFFER_SIZE, LARGE_BUFFERS_KEPT);
+  /** Made when the first connection streams: idle servers do without. */
+  #simd: SimdBuffers | undefined;
+  #simdTried = false;
   /** Milliseconds, updated by the idle sweep: cheap to read per I/O. */
   #clock = Date.now();
   #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -371,7 +373,6 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
    */
   async #stream(c: Connection): Promise<void> {
     const { conn } = c;
-    const simd = this.#simd;
     const small = new Uint8Array(SMALL_BUFFER_SIZE);
     let buf = small;
     let fast = false; // buf is in WebAssembly memory
@@ -383,7 +384,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         c.lastActive = this.#clock;
         // SIMD beats JavaScript from 16 bytes on; below, the call costs more.
         const data = fast && n >= SIMD_MIN
-          ? simd!.upper(buf.subarray(0, n))
+          ? this.#simd!.upper(buf.subarray(0, n))
           : toUpperInPlace(buf.subarray(0, n));
         // Usually one write takes it all: no extra async frame per trip.
         const written = await conn.write(data);
@@ -394,7 +395,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
           // A full buffer: the client streams, so read in large pieces.
           if (buf === small) {
             buf = this.#takeLarge();
-            fast = simd?.owns(buf) ?? false;
+            fast = this.#simd?.owns(buf) ?? false;
           }
         } else if (buf !== small) {
           // Drained: wait for the next bytes in the small buffer again.
@@ -409,6 +410,10 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   }
 
   #takeLarge(): Uint8Array<ArrayBuffer> {
+    if (!this.#simdTried) {
+      this.#simdTried = true;
+      this.#simd = SimdBuffers.create(LARGE_BUFFER_SIZE, LARGE_BUFFERS_KEPT);
+    }
     return this.#simd?.take() ?? this.#largeBuffers.pop() ??
       new Uint8Array(LARGE_BUFFER_SIZE);
   }

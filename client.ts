@@ -225,6 +225,19 @@ is printed as it came, with a warning on stderr.
 ${EXIT_CODES_HELP}`);
 }
 
+/** Thrown when nobody reads stdout any more (`client.ts - | head -c 10`). */
+class OutputClosed extends Error {}
+
+/** Writes to stdout; a reader that has gone becomes {@linkcode OutputClosed}. */
+async function writeOut(bytes: Uint8Array): Promise<void> {
+  try {
+    await writeAll(Deno.stdout, bytes);
+  } catch (err: unknown) {
+    if (err instanceof Deno.errors.BrokenPipe) throw new OutputClosed();
+    throw err;
+  }
+}
+
 /** Closes the connection when time runs out; each wait arms it anew. */
 class Deadline {
   #ms: number;
@@ -340,10 +353,10 @@ async function sendMessage(options: ClientCliOptions, message: string) {
   }
   const out = new TextEncoder();
   if (!options.quiet) {
-    await writeAll(Deno.stdout, out.encode("Response from server:\n"));
+    await writeOut(out.encode("Response from server:\n"));
   }
-  for (const chunk of reply) await writeAll(Deno.stdout, chunk);
-  await writeAll(Deno.stdout, out.encode("\n"));
+  for (const chunk of reply) await writeOut(chunk);
+  await writeOut(out.encode("\n"));
   warnIfShort(options, received, bytes.length);
 }
 
@@ -379,7 +392,7 @@ async function sendStdin(options: ClientCliOptions) {
     result = await exchange(
       conn,
       stdinChunks(),
-      (chunk) => writeAll(Deno.stdout, chunk),
+      (chunk) => writeOut(chunk),
     );
     if (deadline.expired) throw new Deno.errors.TimedOut();
   } catch (err: unknown) {
@@ -457,7 +470,7 @@ async function interact(options: ClientCliOptions) {
             EXIT.CONNECTION_LOST,
           );
         }
-        await writeAll(Deno.stdout, buf.subarray(0, n));
+        await writeOut(buf.subarray(0, n));
         if (buf.subarray(0, n).includes(0x0a)) break;
       }
       deadline.disarm();
@@ -468,7 +481,7 @@ async function interact(options: ClientCliOptions) {
     while (true) {
       const n = await conn.read(buf);
       if (n === null) break;
-      await writeAll(Deno.stdout, buf.subarray(0, n));
+      await writeOut(buf.subarray(0, n));
     }
   } catch (err: unknown) {
     if (err instanceof CliError) throw err;
@@ -571,12 +584,19 @@ async function main(): Promise<number> {
     return EXIT.OK;
   }
   if (options.bench !== undefined) return await bench(options);
-  if (options.interactive) await interact(options);
-  else if (options.message === undefined) {
+  if (!options.interactive && options.message === undefined) {
     console.error(SEED_USAGE);
     return EXIT.USAGE;
-  } else if (options.message === "-") await sendStdin(options);
-  else await sendMessage(options, options.message);
+  }
+  try {
+    if (options.interactive) await interact(options);
+    else if (options.message === "-") await sendStdin(options);
+    else await sendMessage(options, options.message!);
+  } catch (err: unknown) {
+    // The reader of stdout stopped (`| head`): its choice, not a failure.
+    if (err instanceof OutputClosed) return EXIT.OK;
+    throw err;
+  }
   return EXIT.OK;
 }
 

@@ -212,6 +212,9 @@ export function unixAllow(path: string): string[] {
   ];
 }
 
+/** A spawned CLI that runs longer than this is killed, failing its test. */
+export const CHILD_TIME_LIMIT_MS = 30_000;
+
 /** Options for {@linkcode runClient}. */
 export interface RunClientOptions {
   /** The `--allow-net` value; 127.0.0.1:PORT by default. */
@@ -251,6 +254,7 @@ export async function runClient(
     stdout: "piped",
     stderr: "piped",
     env: options.env ?? { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS), // a hung client fails
   });
   const child = command.spawn();
   if (options.stdin) {
@@ -341,7 +345,17 @@ export class ServerProcess {
       .pipeThrough(new TextDecoderStream())
       .pipeThrough(new LineStream())[Symbol.asyncIterator]();
     const stderr = new Response(child.stderr).text();
-    const first = await lines.next();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const first = await Promise.race([
+      lines.next(),
+      new Promise<IteratorResult<string>>((resolve) => {
+        timer = setTimeout(
+          () => resolve({ done: true, value: undefined }),
+          CHILD_TIME_LIMIT_MS,
+        );
+      }),
+    ]);
+    clearTimeout(timer);
     const match = first.done
       ? null
       : /^Accepting connections on (?:.*:(\d+)|\/.*) \.\.\.$/.exec(

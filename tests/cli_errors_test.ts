@@ -4,6 +4,7 @@
 
 import { assertEquals } from "@std/assert";
 import {
+  CHILD_TIME_LIMIT_MS,
   denoRun,
   type Output,
   ROOT,
@@ -29,6 +30,7 @@ async function runServer(
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
+    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
   }).output();
   return { code, stdout: text(stdout), stderr: text(stderr) };
 }

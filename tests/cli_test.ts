@@ -433,3 +433,32 @@ Deno.test("server.ts keeps serving and exits 0 when nobody reads its log any mor
   ]);
   assertEquals([status.code, stderr], [0, ""]);
 });
+
+Deno.test("client.ts - exits 0 quietly when the reader of its stdout stops early", async () => {
+  await using server = await ServerProcess.start(["--quiet"]);
+  const child = new Deno.Command(Deno.execPath(), {
+    args: denoRun("client.ts", `127.0.0.1:${server.port}`, [
+      "--port",
+      String(server.port),
+      "-",
+    ]),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(20_000), // killed if it hangs
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  const writing = writer.write(randomBytes(32 << 20)).then(
+    () => writer.close(),
+    () => {}, // the client stops reading stdin once stdout is gone
+  );
+  const reader = child.stdout.getReader();
+  await reader.read(); // the start of the reply, like `| head -c 10`
+  await reader.cancel();
+  const [status, stderr] = await Promise.all([
+    child.status,
+    new Response(child.stderr).text(),
+  ]);
+  await writing;
+  assertEquals([status.code, stderr], [0, ""]);
+});

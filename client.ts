@@ -11,7 +11,7 @@
  */
 
 import { CLIENT_HOST, MAXLINE, SERV_PORT } from "./constants.ts";
-import { connect, exchange } from "./request.ts";
+import { connect, exchange, type ExchangeResult } from "./request.ts";
 import { type LoadMode, type LoadReport, runLoad } from "./load.ts";
 import {
   CliError,
@@ -326,18 +326,22 @@ function explainExchangeError(
   return explainNetworkError(err, networkContext(options));
 }
 
-/** The seed's exchange: the message from argv, the reply after a header. */
-async function sendMessage(options: ClientCliOptions, message: string) {
-  const bytes = new TextEncoder().encode(message);
+/**
+ * Connects, sends `source`, half-closes and passes the reply to `sink`, all
+ * within the timeout; a server that closes without a byte of reply is an
+ * error.
+ */
+async function exchangeWithin(
+  options: ClientCliOptions,
+  source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+  sink: (bytes: Uint8Array) => void | Promise<void>,
+): Promise<ExchangeResult> {
   const conn = await open(options);
   const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
-  const reply: Uint8Array[] = [];
-  let received: number;
+  let result: ExchangeResult;
   deadline.arm();
   try {
-    ({ received } = await exchange(conn, [bytes], (chunk) => {
-      reply.push(chunk.slice());
-    }));
+    result = await exchange(conn, source, sink);
     if (deadline.expired) throw new Deno.errors.TimedOut();
   } catch (err: unknown) {
     throw explainExchangeError(err, options, deadline);
@@ -345,16 +349,24 @@ async function sendMessage(options: ClientCliOptions, message: string) {
     deadline.disarm();
     closeQuietly(conn);
   }
-  if (received === 0 && bytes.length > 0) {
+  if (result.received === 0 && result.sent > 0) {
     throw new CliError(
       "Server closed the connection before replying",
       EXIT.CONNECTION_LOST,
     );
   }
+  return result;
+}
+
+/** The seed's exchange: the message from argv, the reply after a header. */
+async function sendMessage(options: ClientCliOptions, message: string) {
+  const bytes = new TextEncoder().encode(message);
+  const reply: Uint8Array[] = [];
+  const { received } = await exchangeWithin(options, [bytes], (chunk) => {
+    reply.push(chunk.slice());
+  });
   const out = new TextEncoder();
-  if (!options.quiet) {
-    await writeOut(out.encode("Response from server:\n"));
-  }
+  if (!options.quiet) await writeOut(out.encode("Response from server:\n"));
   for (const chunk of reply) await writeOut(chunk);
   await writeOut(out.encode("\n"));
   warnIfShort(options, received, bytes.length);
@@ -384,30 +396,12 @@ async function* stdinChunks(): AsyncGenerator<Uint8Array> {
 
 /** `-`: stdin to the server, the reply to stdout as it arrives. */
 async function sendStdin(options: ClientCliOptions) {
-  const conn = await open(options);
-  const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
-  let result;
-  deadline.arm();
-  try {
-    result = await exchange(
-      conn,
-      stdinChunks(),
-      (chunk) => writeOut(chunk),
-    );
-    if (deadline.expired) throw new Deno.errors.TimedOut();
-  } catch (err: unknown) {
-    throw explainExchangeError(err, options, deadline);
-  } finally {
-    deadline.disarm();
-    closeQuietly(conn);
-  }
-  if (result.received === 0 && result.sent > 0) {
-    throw new CliError(
-      "Server closed the connection before replying",
-      EXIT.CONNECTION_LOST,
-    );
-  }
-  warnIfShort(options, result.received, result.sent);
+  const { sent, received } = await exchangeWithin(
+    options,
+    stdinChunks(),
+    writeOut,
+  );
+  warnIfShort(options, received, sent);
 }
 
 /** Splits stdin into lines, each with its newline (the last may lack it). */

@@ -6,6 +6,7 @@ import { assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
 import { MAXLINE } from "../mod.ts";
 import {
   assertSameBytes,
+  CHILD_TIME_LIMIT_MS,
   denoRun,
   expectedUpper,
   randomBytes,
@@ -159,19 +160,25 @@ Deno.test("server.ts --unicode upper-cases text as Unicode", async () => {
   assertEquals(out.code, 0);
 });
 
-Deno.test("client.ts - streams stdin and writes exactly the reply bytes to stdout", async () => {
-  await using server = await ServerProcess.start();
-  const payload = randomBytes(16 << 20);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: denoRun("client.ts", `127.0.0.1:${server.port}`, [
+/** `client.ts -` with every stdio piped, killed if it runs too long. */
+function spawnStdinClient(port: number): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: denoRun("client.ts", `127.0.0.1:${port}`, [
       "--port",
-      String(server.port),
+      String(port),
       "-",
     ]),
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
   }).spawn();
+}
+
+Deno.test("client.ts - streams stdin and writes exactly the reply bytes to stdout", async () => {
+  await using server = await ServerProcess.start();
+  const payload = randomBytes(16 << 20);
+  const child = spawnStdinClient(server.port);
   const writer = child.stdin.getWriter();
   const [output] = await Promise.all([
     child.output(),
@@ -436,17 +443,7 @@ Deno.test("server.ts keeps serving and exits 0 when nobody reads its log any mor
 
 Deno.test("client.ts - exits 0 quietly when the reader of its stdout stops early", async () => {
   await using server = await ServerProcess.start(["--quiet"]);
-  const child = new Deno.Command(Deno.execPath(), {
-    args: denoRun("client.ts", `127.0.0.1:${server.port}`, [
-      "--port",
-      String(server.port),
-      "-",
-    ]),
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    signal: AbortSignal.timeout(20_000), // killed if it hangs
-  }).spawn();
+  const child = spawnStdinClient(server.port);
   const writer = child.stdin.getWriter();
   const writing = writer.write(randomBytes(32 << 20)).then(
     () => writer.close(),

@@ -146,8 +146,18 @@ export const DEFAULT_GRACE_MS = 10_000;
 
 /** The first read buffer of every connection: small, so idle ones cost little. */
 const SMALL_BUFFER_SIZE = 256;
+/** The read buffer after a read filled the small one. */
+const MEDIUM_BUFFER_SIZE = 8 * 1024;
 /** The read buffer of a connection that streams. */
 const LARGE_BUFFER_SIZE = 256 * 1024;
+/** How many medium buffers are kept for reuse. */
+const MEDIUM_BUFFERS_KEPT = 256;
+/** The read buffer sizes a connection moves between. */
+const enum BufferSize {
+  Small,
+  Medium,
+  Large,
+}
 /** Reads shorter than this are upper-cased in JavaScript, not with SIMD. */
 const SIMD_MIN = 16;
 /**
@@ -199,6 +209,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   #closing = false;
   #drained = Promise.withResolvers<void>();
   #largeBuffers: Uint8Array<ArrayBuffer>[] = [];
+  #mediumBuffers: Uint8Array<ArrayBuffer>[] = [];
   /** Made when the first connection streams: idle servers do without. */
   #simd: SimdBuffers | undefined;
   #simdTried = false;
@@ -326,8 +337,12 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#emit({ type: "connect", id, remote });
     try {
       if (this.#once) await this.#replyOnce(c);
-      else if (this.#unicode) await this.#streamUnicode(c);
-      else await this.#stream(c);
+      else {
+        await this.#stream(
+          c,
+          this.#unicode ? new UnicodeUpperCaser() : undefined,
+        );
+      }
     } catch (err: unknown) {
       // A read or write cut short by the server closing the socket (idle
       // sweep, end of grace) is not an error of the client's.
@@ -370,11 +385,21 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
    * Echoes upper-cased bytes until the client half-closes. One buffer is in
    * use at a time and nothing is read while a write is pending, so a fast
    * sender is held back by TCP flow control, not by the heap.
+   *
+   * The read buffer follows the client: a small one while it is quiet (an
+   * idle connection costs little), a medium one after a read fills the small
+   * one, a large one (in WebAssembly memory, upper-cased with SIMD) after a
+   * read fills the medium one; back to the small one after any read that
+   * does not fill its buffer. A connection that stops right after a full
+   * read keeps its buffer until its next read: at most one large buffer.
+   *
+   * @param unicode The Unicode transform, or undefined for ASCII.
    */
-  async #stream(c: Connection): Promise<void> {
+  async #stream(c: Connection, unicode?: UnicodeUpperCaser): Promise<void> {
     const { conn } = c;
     const small = new Uint8Array(SMALL_BUFFER_SIZE);
     let buf = small;
+    let size = BufferSize.Small;
     let fast = false; // buf is in WebAssembly memory
     try {
       while (true) {
@@ -382,34 +407,47 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         if (n === null) break;
         c.bytesIn += n;
         c.lastActive = this.#clock;
-        // SIMD beats JavaScript from 16 bytes on; below, the call costs more.
-        const data = fast && n >= SIMD_MIN
+        const data = unicode
+          ? unicode.push(buf.subarray(0, n))
+          // SIMD beats JavaScript from 16 bytes on; below, the call costs more.
+          : fast && n >= SIMD_MIN
           ? this.#simd!.upper(buf.subarray(0, n))
           : toUpperInPlace(buf.subarray(0, n));
         // Usually one write takes it all: no extra async frame per trip.
         const written = await conn.write(data);
-        if (written < n) await writeAll(conn, data.subarray(written));
-        c.bytesOut += n;
+        if (written < data.length) {
+          await writeAll(conn, data.subarray(written));
+        }
+        c.bytesOut += data.length;
         c.lastActive = this.#clock;
-        if (n === buf.length) {
-          // A full buffer: the client streams, so read in large pieces.
-          if (buf === small) {
-            buf = this.#takeLarge();
-            fast = this.#simd?.owns(buf) ?? false;
-          }
-        } else if (buf !== small) {
+        if (n === buf.length && size !== BufferSize.Large) {
+          // A full buffer: the client streams, so read in larger pieces.
+          this.#release(buf, size);
+          size++;
+          buf = this.#take(size);
+          fast = this.#simd?.owns(buf) ?? false;
+        } else if (n < buf.length && size !== BufferSize.Small) {
           // Drained: wait for the next bytes in the small buffer again.
-          this.#releaseLarge(buf);
+          this.#release(buf, size);
           buf = small;
+          size = BufferSize.Small;
           fast = false;
         }
       }
+      if (unicode) {
+        const rest = unicode.flush();
+        await writeAll(conn, rest);
+        c.bytesOut += rest.length;
+      }
     } finally {
-      if (buf !== small) this.#releaseLarge(buf);
+      this.#release(buf, size);
     }
   }
 
-  #takeLarge(): Uint8Array<ArrayBuffer> {
+  #take(size: BufferSize): Uint8Array<ArrayBuffer> {
+    if (size === BufferSize.Medium) {
+      return this.#mediumBuffers.pop() ?? new Uint8Array(MEDIUM_BUFFER_SIZE);
+    }
     if (!this.#simdTried) {
       this.#simdTried = true;
       this.#simd = SimdBuffers.create(LARGE_BUFFER_SIZE, LARGE_BUFFERS_KEPT);
@@ -418,24 +456,13 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       new Uint8Array(LARGE_BUFFER_SIZE);
   }
 
-  /** {@linkcode Server.#stream} with the Unicode transform. */
-  async #streamUnicode(c: Connection): Promise<void> {
-    const { conn } = c;
-    const upper = new UnicodeUpperCaser();
-    const buf = new Uint8Array(LARGE_BUFFER_SIZE);
-    while (true) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      c.bytesIn += n;
-      c.lastActive = this.#clock;
-      const out = upper.push(buf.subarray(0, n));
-      await writeAll(conn, out);
-      c.bytesOut += out.length;
-      c.lastActive = this.#clock;
-    }
-    const rest = upper.flush();
-    await writeAll(conn, rest);
-    c.bytesOut += rest.length;
+  /** Gives a medium or large buffer back to its pool. */
+  #release(buf: Uint8Array<ArrayBuffer>, size: BufferSize): void {
+    if (size === BufferSize.Medium) {
+      if (this.#mediumBuffers.length < MEDIUM_BUFFERS_KEPT) {
+        this.#mediumBuffers.push(buf);
+      }
+    } else if (size === BufferSize.Large) this.#releaseLarge(buf);
   }
 
   #releaseLarge(buf: Uint8Array<ArrayBuffer>): void {

@@ -21,6 +21,14 @@
 const MAX_EXPANSION = 3;
 
 /**
+ * Shared by every caser: each decode is of whole characters, so no state is
+ * kept between calls. ignoreBOM: a U+FEFF that starts a run is text like any
+ * other, not a byte order mark to strip.
+ */
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
+const encoder = new TextEncoder();
+
+/**
  * Upper-cases a UTF-8 stream chunk by chunk. One per connection: it keeps the
  * bytes of a character that a chunk boundary split.
  *
@@ -40,10 +48,6 @@ const MAX_EXPANSION = 3;
  * ```
  */
 export class UnicodeUpperCaser {
-  // ignoreBOM: a U+FEFF that starts a run is text like any other, not a
-  // byte order mark to strip.
-  #decoder = new TextDecoder("utf-8", { ignoreBOM: true });
-  #encoder = new TextEncoder();
   /** The start of a character whose remaining bytes have not arrived. */
   #pending = new Uint8Array(0);
 
@@ -64,9 +68,9 @@ export class UnicodeUpperCaser {
     while (i < input.length) {
       const end = validPrefixEnd(input, i);
       if (end > i) {
-        const upper = this.#decoder.decode(input.subarray(i, end))
+        const upper = decoder.decode(input.subarray(i, end))
           .toUpperCase();
-        written += this.#encoder.encodeInto(upper, out.subarray(written))
+        written += encoder.encodeInto(upper, out.subarray(written))
           .written;
         i = end;
         continue;

@@ -209,6 +209,23 @@ async function readFull(conn: Deno.Conn, into: Uint8Array): Promise<boolean> {
   return true;
 }
 
+/** Runs `work` on a new connection; any failure counts as an error. */
+async function onConnection(
+  options: LoadOptions,
+  tally: Tally,
+  work: (conn: Deno.Conn) => Promise<void>,
+): Promise<void> {
+  let conn: Deno.Conn | undefined;
+  try {
+    conn = await connect(options);
+    await work(conn);
+  } catch (err: unknown) {
+    tally.fail(errorMessage(err));
+  } finally {
+    if (conn) closeQuietly(conn);
+  }
+}
+
 /** One rtt worker: a connection kept open, message after message. */
 async function roundTrips(
   options: LoadOptions,
@@ -220,9 +237,7 @@ async function roundTrips(
   const message = makeMessage(size, worker + 1);
   const expected = toUpper(message);
   const reply = new Uint8Array(size);
-  let conn: Deno.Conn | undefined;
-  try {
-    conn = await connect(options);
+  await onConnection(options, tally, async (conn) => {
     while (performance.now() < until) {
       const started = performance.now();
       await writeAll(conn, message);
@@ -240,11 +255,7 @@ async function roundTrips(
       tally.bytesReceived += size;
     }
     await conn.closeWrite();
-  } catch (err: unknown) {
-    tally.fail(errorMessage(err));
-  } finally {
-    if (conn) closeQuietly(conn);
-  }
+  });
 }
 
 /** One stream worker: write continuously, read and check concurrently. */
@@ -258,27 +269,24 @@ async function stream(
   const block = makeMessage(size, worker + 1);
   const expected = toUpper(block);
   const limit = options.streamBytes ?? Infinity;
-  let conn: Deno.Conn | undefined;
-  try {
-    conn = await connect(options);
-    const c = conn;
+  await onConnection(options, tally, async (conn) => {
     let sent = 0;
     const sending = (async () => {
       while (performance.now() < until && sent < limit) {
         const piece = limit - sent < size
           ? block.subarray(0, limit - sent)
           : block;
-        await writeAll(c, piece);
+        await writeAll(conn, piece);
         sent += piece.length;
         tally.bytesSent += piece.length;
       }
-      await c.closeWrite();
+      await conn.closeWrite();
     })();
     const buf = new Uint8Array(256 * 1024);
     let offset = 0; // position in the stream
     let ok = true;
     while (true) {
-      const n = await c.read(buf);
+      const n = await conn.read(buf);
       if (n === null) break;
       for (let i = 0; i < n && ok; i++) {
         if (buf[i] !== expected[(offset + i) % size]) {
@@ -293,11 +301,7 @@ async function stream(
     if (offset !== sent) {
       tally.fail(`stream reply had ${offset} of ${sent} bytes`);
     }
-  } catch (err: unknown) {
-    tally.fail(errorMessage(err));
-  } finally {
-    if (conn) closeQuietly(conn);
-  }
+  });
 }
 
 /** One oneshot worker: the seed's exchange, again and again. */

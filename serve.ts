@@ -458,18 +458,18 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
 
   /** Gives a medium or large buffer back to its pool. */
   #release(buf: Uint8Array<ArrayBuffer>, size: BufferSize): void {
-    if (size === BufferSize.Medium) {
-      if (this.#mediumBuffers.length < MEDIUM_BUFFERS_KEPT) {
-        this.#mediumBuffers.push(buf);
-      }
-    } else if (size === BufferSize.Large) this.#releaseLarge(buf);
-  }
-
-  #releaseLarge(buf: Uint8Array<ArrayBuffer>): void {
-    if (this.#simd?.owns(buf)) this.#simd.give(buf);
-    else if (this.#largeBuffers.length < LARGE_BUFFERS_KEPT) {
-      this.#largeBuffers.push(buf);
+    if (size === BufferSize.Small) return;
+    if (size === BufferSize.Large && this.#simd?.owns(buf)) {
+      this.#simd.give(buf);
+      return;
     }
+    const pool = size === BufferSize.Medium
+      ? this.#mediumBuffers
+      : this.#largeBuffers;
+    const kept = size === BufferSize.Medium
+      ? MEDIUM_BUFFERS_KEPT
+      : LARGE_BUFFERS_KEPT;
+    if (pool.length < kept) pool.push(buf);
   }
 
   #sweepIdle(): void {

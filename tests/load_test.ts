@@ -97,3 +97,16 @@ Deno.test("client.ts --bench prints requests/s, throughput and latency percentil
   assertMatch(out.stdout, /\nlatency {5}p50 .* p90 .* p99 .* p99\.9 .* max /);
   assertMatch(out.stdout, /\nerrors {6}0$/m);
 });
+
+Deno.test("client.ts --bench against a port nobody listens on exits 3 with the usual message", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  const out = await runClient(port, ["--bench", "rtt", "--duration", "0.2"]);
+  assertEquals(out, {
+    code: 3,
+    stdout: "",
+    stderr:
+      `error: Connection refused: no server is listening on 127.0.0.1:${port} (start one with: deno task start)\n`,
+  });
+});

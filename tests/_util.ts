@@ -215,6 +215,23 @@ export function unixAllow(path: string): string[] {
 /** A spawned CLI that runs longer than this is killed, failing its test. */
 export const CHILD_TIME_LIMIT_MS = 30_000;
 
+/** `deno run` arguments for a CLI on the Unix socket `path`, with its permissions. */
+export function denoRunUnix(
+  script: "server.ts" | "client.ts",
+  path: string,
+  args: string[],
+): string[] {
+  return [
+    "run",
+    "--no-prompt",
+    ...unixAllow(path),
+    new URL(script, ROOT).pathname,
+    "--unix",
+    path,
+    ...args,
+  ];
+}
+
 /** Options for {@linkcode runClient}. */
 export interface RunClientOptions {
   /** The `--allow-net` value; 127.0.0.1:PORT by default. */
@@ -241,15 +258,7 @@ export async function runClient(
         options.allowNet ?? `127.0.0.1:${port}`,
         ["--port", String(port), ...args],
       )
-      : [
-        "run",
-        "--no-prompt",
-        ...unixAllow(unix),
-        new URL("client.ts", ROOT).pathname,
-        "--unix",
-        unix,
-        ...args,
-      ],
+      : denoRunUnix("client.ts", unix, args),
     stdin: options.stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
@@ -327,15 +336,7 @@ export class ServerProcess {
           "0",
           ...args,
         ])
-        : [
-          "run",
-          "--no-prompt",
-          ...unixAllow(unix),
-          new URL("server.ts", ROOT).pathname,
-          "--unix",
-          unix,
-          ...args,
-        ],
+        : denoRunUnix("server.ts", unix, args),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

@@ -293,9 +293,18 @@ export function isClosedHere(err: unknown): boolean {
  * `--allow-all` to read /proc/PID itself; a child process needs only
  * `--allow-run`.
  *
+ * With `skipVanished`, entries that disappear while the command walks a
+ * directory (a descriptor closed between `readdir` and `lstat`, which `ls`
+ * reports as "No such file or directory" and exit status 1) are left out of
+ * the listing instead of failing it.
+ *
  * @throws {Deno.errors.NotFound} When it fails (the process is gone).
  */
-async function readProc(command: string, args: string[]): Promise<string> {
+async function readProc(
+  command: string,
+  args: string[],
+  skipVanished = false,
+): Promise<string> {
   const { success, stdout, stderr } = await new Deno.Command(command, {
     args,
     stdin: "null",
@@ -304,12 +313,20 @@ async function readProc(command: string, args: string[]): Promise<string> {
     env: { LC_ALL: "C" },
   }).output();
   const decoder = new TextDecoder();
-  if (!success) {
-    throw new Deno.errors.NotFound(
-      `${command} ${args.join(" ")}: ${decoder.decode(stderr).trim()}`,
-    );
+  const problems = decoder.decode(stderr).trim();
+  if (!success && !(skipVanished && onlyVanishedEntries(problems))) {
+    throw new Deno.errors.NotFound(`${command} ${args.join(" ")}: ${problems}`);
   }
   return decoder.decode(stdout);
+}
+
+/** Whether every line of `stderr` is about an entry gone from /proc/PID/fd. */
+function onlyVanishedEntries(stderr: string): boolean {
+  return stderr !== "" &&
+    stderr.split("\n").every((line) =>
+      /(cannot access|cannot read symbolic link) '\/proc\/\d+\/fd\/\d+': No such file or directory$/
+        .test(line)
+    );
 }
 
 /** The resident set size of process `pid`, in bytes (VmRSS). */
@@ -335,7 +352,7 @@ export async function readCpuMs(pid: number): Promise<number> {
  */
 export async function countSockets(pid: number): Promise<number> {
   const [listing, tables] = await Promise.all([
-    readProc("ls", ["-l", `/proc/${pid}/fd/`]),
+    readProc("ls", ["-l", `/proc/${pid}/fd/`], true),
     readProc("cat", ["/proc/net/tcp", "/proc/net/tcp6"]),
   ]);
   const tcp = new Set<string>();

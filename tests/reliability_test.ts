@@ -18,7 +18,7 @@ import { slowReader } from "../stress/slow_reader.ts";
 import { slowloris, slowlorisSkipReason } from "../stress/slowloris.ts";
 import { soak } from "../stress/soak.ts";
 import { unicodeByteStreamProperty } from "../stress/unicode_stream.ts";
-import { MiB, resolveSeed, seedLine } from "../stress/_util.ts";
+import { countSockets, MiB, resolveSeed, seedLine } from "../stress/_util.ts";
 import { roundTrip, utf8 } from "./_util.ts";
 
 const SEED = resolveSeed();
@@ -133,4 +133,30 @@ Deno.test("server.ts on SIGTERM gives 50 clients mid-transfer their whole replie
 Deno.test("server.ts under 6 s of mixed load serves every client exactly, counts every connection, and its memory levels off", async () => {
   const result = await soak({ seed: SEED, seconds: 6 });
   assertGreater(result.cases, 100);
+});
+
+Deno.test("countSockets() counts a process that opens and closes descriptors all the time (ls used to fail on one closed mid-listing)", async () => {
+  // A child that holds 500 descriptors at a time and cycles them as fast as
+  // it can: most listings of its /proc/PID/fd race with a close.
+  const churner = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `while (true) {
+        const files = [];
+        for (let i = 0; i < 500; i++) files.push(Deno.openSync("/dev/null"));
+        for (const file of files) file.close();
+      }`,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  try {
+    for (let i = 0; i < 10; i++) {
+      assertEquals(await countSockets(churner.pid), 0);
+    }
+  } finally {
+    churner.kill("SIGKILL");
+    await churner.status;
+  }
 });

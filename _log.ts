@@ -96,7 +96,7 @@ export class LineWriter {
   }
 }
 
-/** The server CLI's log: events, the shutdown notice and the summary. */
+/** The server CLI's log: events and the summary. */
 export class ServerLog {
   #out: LineWriter;
   #options: ServerLogOptions;
@@ -138,21 +138,6 @@ export class ServerLog {
         : event.type === "refuse"
         ? yellow(line)
         : line,
-    );
-  }
-
-  /**
-   * Logs that a signal started the shutdown.
-   *
-   * @param graceMs How long open connections may go on.
-   */
-  shutdown(graceMs: number): void {
-    this.#out.write(
-      this.#options.format === "json"
-        ? JSON.stringify({ time: now(), event: "shutdown", graceMs })
-        : `Shutting down: waiting up to ${
-          graceMs / 1000
-        } s for open connections`,
     );
   }
 
@@ -236,6 +221,10 @@ export function formatEvent(event: ServerEvent): string {
       }: ${event.maxConns} connections open (--max-conns)`;
     case "accept-error":
       return `accept failed: ${event.error}; retrying`;
+    case "shutdown":
+      return `Shutting down: waiting up to ${event.graceMs / 1000} s for ${
+        plural(event.open, "open connection")
+      }`;
   }
 }
 

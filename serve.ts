@@ -44,7 +44,18 @@ export type ServerEvent =
     /** The limit that was reached, {@linkcode ServeOptions.maxConns}. */
     maxConns: number;
   }
-  | { type: "accept-error"; error: string };
+  | { type: "accept-error"; error: string }
+  | {
+    /**
+     * {@linkcode Server.shutdown} has closed the listener (after taking the
+     * clients already waiting in the kernel's accept queue): no new client
+     * gets in, the open ones have `graceMs` to finish.
+     */
+    type: "shutdown";
+    graceMs: number;
+    /** Connections open now. */
+    open: number;
+  };
 
 /** Options for {@linkcode serve} common to TCP and Unix sockets. */
 export interface ServeCommonOptions {
@@ -144,6 +155,15 @@ export interface ShutdownOptions {
 /** Default of {@linkcode ShutdownOptions.grace}, in milliseconds. */
 export const DEFAULT_GRACE_MS = 10_000;
 
+/**
+ * At shutdown the server goes on taking clients from the kernel's accept
+ * queue (they have connected, and may have sent everything) until none
+ * arrives for this long, in milliseconds ...
+ */
+const ACCEPT_QUEUE_QUIET_MS = 5;
+/** ... or for at most this long (or the grace period, if shorter). */
+const ACCEPT_QUEUE_DRAIN_MAX_MS = 100;
+
 /** The first read buffer of every connection: small, so idle ones cost little. */
 const SMALL_BUFFER_SIZE = 256;
 /** The read buffer after a read filled the small one. */
@@ -206,7 +226,15 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     errors: 0,
   };
   #conns = new Set<Connection>();
+  /** Set by the first {@linkcode Server.shutdown} call. */
   #closing = false;
+  #graceMs = DEFAULT_GRACE_MS;
+  /** Wakes the accept loop's current wait; replaced for every wait. */
+  #wakeAcceptLoop: () => void = () => {};
+  /** Resolved once the accept loop has closed the listener. */
+  #listenerClosed = Promise.withResolvers<void>();
+  #listening = true;
+  /** Resolved when the last connection closes after the listener did. */
   #drained = Promise.withResolvers<void>();
   #largeBuffers: Uint8Array<ArrayBuffer>[] = [];
   #mediumBuffers: Uint8Array<ArrayBuffer>[] = [];
@@ -247,26 +275,26 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   }
 
   /**
-   * Stops accepting at once, lets open connections finish for up to
-   * `options.grace` milliseconds, then closes the rest.
+   * Stops accepting at once (clients already in the kernel's accept queue are
+   * still taken), lets open connections finish for up to `options.grace`
+   * milliseconds, then closes the rest.
    *
    * @param options How long to wait for open connections.
    * @returns A promise that resolves when the server has stopped.
    */
   async shutdown(options: ShutdownOptions = {}): Promise<void> {
     const grace = options.grace ?? DEFAULT_GRACE_MS;
+    const deadline = Date.now() + grace;
     if (!this.#closing) {
       this.#closing = true;
-      this.#listener.close();
-      this.#cleanup?.();
+      this.#graceMs = grace;
+      this.#wakeAcceptLoop();
     }
+    await this.#listenerClosed.promise;
     if (this.#conns.size > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const expired = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, grace);
-      });
-      await Promise.race([this.#drained.promise, expired]);
-      clearTimeout(timer);
+      const expired = delay(Math.max(0, deadline - Date.now()));
+      await Promise.race([this.#drained.promise, expired.promise]);
+      expired.cancel();
       for (const c of this.#conns) {
         c.cutOff ??= "shutdown";
         closeQuietly(c.conn);
@@ -281,32 +309,75 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   }
 
   async #acceptLoop(): Promise<void> {
+    const listener = this.#listener;
+    let accepting = listener.accept();
     let backoff = 0;
-    while (!this.#closing) {
-      let conn: Deno.Conn;
+    /** Set once shutdown starts: until when the accept queue is drained. */
+    let drainEnd: number | undefined;
+    while (true) {
+      // Wait for a client, or until shutdown starts (then until the queue
+      // stays quiet). A fresh promise each time: racing one long-lived
+      // promise would pile up reactions on it.
+      const quiet = drainEnd === undefined
+        ? undefined
+        : delay(ACCEPT_QUEUE_QUIET_MS);
+      const wake = Promise.withResolvers<void>();
+      this.#wakeAcceptLoop = wake.resolve;
+      if (this.#closing) wake.resolve();
+      let conn: Deno.Conn | void;
       try {
-        conn = await this.#listener.accept();
+        conn = await Promise.race([accepting, quiet?.promise ?? wake.promise]);
       } catch (err: unknown) {
-        if (this.#closing) break;
+        if (drainEnd !== undefined) break;
         // EMFILE and the like: say so, wait a little, keep serving.
         this.#emit({ type: "accept-error", error: errorMessage(err) });
         backoff = Math.min(backoff === 0 ? 5 : backoff * 2, 1000);
         await new Promise((resolve) => setTimeout(resolve, backoff));
+        accepting = listener.accept();
+        continue;
+      } finally {
+        quiet?.cancel();
+      }
+      if (conn === undefined) {
+        // The queue stayed empty, or shutdown has just been asked for.
+        if (drainEnd !== undefined || this.#graceMs <= 0) break;
+        drainEnd = Date.now() +
+          Math.min(this.#graceMs, ACCEPT_QUEUE_DRAIN_MAX_MS);
         continue;
       }
       backoff = 0;
-      if (this.#maxConns > 0 && this.#conns.size >= this.#maxConns) {
-        this.#refuse(conn);
-        continue;
-      }
-      // Echo each piece at once: no Nagle delay on small replies.
-      if (conn.remoteAddr.transport === "tcp") {
-        (conn as Deno.TcpConn).setNoDelay(true);
-      }
-      this.#handleConnection(conn);
+      accepting = listener.accept();
+      this.#admit(conn);
+      if (drainEnd !== undefined && Date.now() >= drainEnd) break;
     }
+    listener.close();
+    // The socket is closed once the pending accept has ended. A client
+    // accepted just as the loop gave up gets what any left in the queue get
+    // when the listener closes: a reset.
+    await accepting.then(closeQuietly, () => {});
+    this.#cleanup?.();
+    this.#listening = false;
     clearInterval(this.#sweeper);
+    this.#emit({
+      type: "shutdown",
+      graceMs: this.#graceMs,
+      open: this.#conns.size,
+    });
+    this.#listenerClosed.resolve();
     if (this.#conns.size > 0) await this.#drained.promise;
+  }
+
+  /** Serves a newly accepted client, or turns it away at the limit. */
+  #admit(conn: Deno.Conn): void {
+    if (this.#maxConns > 0 && this.#conns.size >= this.#maxConns) {
+      this.#refuse(conn);
+      return;
+    }
+    // Echo each piece at once: no Nagle delay on small replies.
+    if (conn.remoteAddr.transport === "tcp") {
+      (conn as Deno.TcpConn).setNoDelay(true);
+    }
+    this.#handleConnection(conn);
   }
 
   #refuse(conn: Deno.Conn): void {
@@ -367,7 +438,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         cutOff: c.cutOff,
         error,
       });
-      if (this.#conns.size === 0 && this.#closing) this.#drained.resolve();
+      if (this.#conns.size === 0 && !this.#listening) this.#drained.resolve();
     }
   }
 
@@ -532,4 +603,13 @@ function removeQuietly(path: string): void {
   } catch (err: unknown) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
+}
+
+/** A timer that resolves `promise` after `ms` unless cancelled first. */
+function delay(ms: number): { promise: Promise<void>; cancel: () => void } {
+  let id: ReturnType<typeof setTimeout> | undefined;
+  const promise = new Promise<void>((resolve) => {
+    id = setTimeout(resolve, ms);
+  });
+  return { promise, cancel: () => clearTimeout(id) };
 }

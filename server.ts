@@ -245,7 +245,6 @@ async function main(): Promise<number> {
   let signals = 0;
   const stop = () => {
     signals++;
-    if (signals === 1) log.shutdown(options.grace);
     server.shutdown({ grace: signals === 1 ? options.grace : 0 });
   };
   Deno.addSignalListener("SIGINT", stop);

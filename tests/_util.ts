@@ -385,13 +385,31 @@ export class ServerProcess {
    * `timeoutMs` so a test never waits for ever.
    */
   async waitForLine(pattern: RegExp, timeoutMs = 15_000): Promise<string> {
+    return (await this.waitForLines(pattern, 1, timeoutMs))[0]!;
+  }
+
+  /**
+   * Waits until `count` stdout lines (earlier ones included) match, and
+   * returns them; fails after `timeoutMs`.
+   */
+  async waitForLines(
+    pattern: RegExp,
+    count: number,
+    timeoutMs = 15_000,
+  ): Promise<string[]> {
     const deadline = Date.now() + timeoutMs;
+    const matched: string[] = [];
     let seen = 0;
     while (true) {
       for (; seen < this.log.length; seen++) {
-        if (pattern.test(this.log[seen]!)) return this.log[seen]!;
+        if (pattern.test(this.log[seen]!)) matched.push(this.log[seen]!);
+        if (matched.length === count) return matched;
       }
-      if (this.#ended) throw new Error(`server exited before ${pattern}`);
+      if (this.#ended) {
+        throw new Error(
+          `server exited after ${matched.length} of ${count} lines matching ${pattern}`,
+        );
+      }
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<"timeout">((resolve) => {
         timer = setTimeout(
@@ -403,7 +421,7 @@ export class ServerProcess {
       clearTimeout(timer);
       if (woke === "timeout") {
         throw new Error(
-          `no server line matched ${pattern} within ${timeoutMs} ms; the log:\n${
+          `${matched.length} of ${count} server lines matched ${pattern} within ${timeoutMs} ms; the log:\n${
             this.log.join("\n")
           }`,
         );

@@ -330,6 +330,8 @@ Deno.test("server.ts on SIGTERM lets 20 clients mid-transfer finish: every reply
   await Promise.all(
     conns.map((conn, i) => writeAll(conn, payloads[i]!.subarray(0, half))),
   );
+  // Every client is accepted and mid-transfer when the signal comes.
+  await server.waitForLines(/^received from/, conns.length);
   server.child.kill("SIGTERM");
   await server.waitForLine(/^Shutting down/);
   // The listener is closed, the transfers go on.
@@ -347,6 +349,40 @@ Deno.test("server.ts on SIGTERM lets 20 clients mid-transfer finish: every reply
     out.stdout,
     /\nServed 20 connections on 127\.0\.0\.1:\d+: 10\.5 MB in, 10\.5 MB out, 0 errors, up /,
   );
+});
+
+Deno.test("server.ts on SIGTERM still serves the clients waiting in its accept queue (they used to be reset)", async () => {
+  await using server = await ServerProcess.start();
+  const payloads = Array.from(
+    { length: 20 },
+    (_, i) => utf8(`queued client ${i}`),
+  );
+  const conns: Deno.TcpConn[] = [];
+  // Stopped, the server accepts nothing: the kernel completes the
+  // handshakes and queues the clients, which send everything and half-close.
+  Deno.kill(server.child.pid, "SIGSTOP");
+  try {
+    for (const payload of payloads) {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: server.port,
+      });
+      conns.push(conn);
+      await writeAll(conn, payload);
+      await conn.closeWrite();
+    }
+    Deno.kill(server.child.pid, "SIGTERM");
+  } finally {
+    Deno.kill(server.child.pid, "SIGCONT");
+  }
+  const replies = await Promise.all(
+    conns.map((conn) => readToEnd(conn).then(text, (err) => `${err}`)),
+  );
+  conns.forEach((conn) => conn.close());
+  assertEquals(replies, payloads.map((p) => text(p).toUpperCase()));
+  const out = await server.finish();
+  assertEquals(out.code, 0);
+  assertMatch(out.stdout, /\nServed 20 connections on .*, 0 errors, up /);
 });
 
 Deno.test("server.ts --grace closes what is still open when it runs out, and exits 0", async () => {

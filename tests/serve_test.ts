@@ -1,5 +1,10 @@
 // Copyright the upcase authors. MIT license.
-import { assert, assertEquals, assertGreater } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertGreater,
+  assertRejects,
+} from "@std/assert";
 import { MAXLINE, serve, type ServerEvent } from "../mod.ts";
 import {
   assertSameBytes,
@@ -261,6 +266,34 @@ Deno.test("Server.shutdown() closes idle connections when the grace period ends"
   const stats = server.stats;
   // Cut off by the server, not an error of the client's.
   assertEquals([stats.shutdownClosed, stats.errors], [1, 0]);
+});
+
+Deno.test("Server.shutdown() reports the closed listener in a shutdown event, after which clients are refused", async () => {
+  const events: ServerEvent[] = [];
+  const server = serve({ ...LOOPBACK, onEvent: (e) => events.push(e) });
+  using open = await Deno.connect({
+    port: server.addr.port,
+    hostname: "127.0.0.1",
+  });
+  await writeAll(open, utf8("x"));
+  assertEquals(await open.read(new Uint8Array(1)), 1);
+  const stopped = server.shutdown({ grace: 5000 });
+  for (let i = 0; i < 1000 && !events.some((e) => e.type === "shutdown"); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  assertEquals(events.find((e) => e.type === "shutdown"), {
+    type: "shutdown",
+    graceMs: 5000,
+    open: 1,
+  });
+  await assertRejects(
+    () => Deno.connect({ port: server.addr.port, hostname: "127.0.0.1" }),
+    Deno.errors.ConnectionRefused,
+  );
+  await open.closeWrite();
+  assertEquals(await open.read(new Uint8Array(1)), null);
+  await stopped;
+  assertEquals(server.stats.accepted, 1);
 });
 
 Deno.test("serve({ maxConns }) closes clients beyond the limit at once and keeps serving the others", async () => {

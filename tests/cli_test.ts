@@ -225,7 +225,7 @@ Deno.test("client.ts --quiet prints only the reply", async () => {
   });
 });
 
-Deno.test("server.ts --quiet logs only the start and the summary", async () => {
+Deno.test("server.ts --quiet logs no per-connection lines: only the start, the shutdown and the summary", async () => {
   await using server = await ServerProcess.start(["--quiet"]);
   assertEquals((await runClient(server.port, ["a"])).code, 0);
   const out = await server.stop("SIGINT");

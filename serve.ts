@@ -292,7 +292,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     }
     await this.#listenerClosed.promise;
     if (this.#conns.size > 0) {
-      const expired = delay(Math.max(0, deadline - Date.now()));
+      const expired = timer(Math.max(0, deadline - Date.now()));
       await Promise.race([this.#drained.promise, expired.promise]);
       expired.cancel();
       for (const c of this.#conns) {
@@ -320,7 +320,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       // promise would pile up reactions on it.
       const quiet = drainEnd === undefined
         ? undefined
-        : delay(ACCEPT_QUEUE_QUIET_MS);
+        : timer(ACCEPT_QUEUE_QUIET_MS);
       const wake = Promise.withResolvers<void>();
       this.#wakeAcceptLoop = wake.resolve;
       if (this.#closing) wake.resolve();
@@ -606,7 +606,7 @@ function removeQuietly(path: string): void {
 }
 
 /** A timer that resolves `promise` after `ms` unless cancelled first. */
-function delay(ms: number): { promise: Promise<void>; cancel: () => void } {
+function timer(ms: number): { promise: Promise<void>; cancel: () => void } {
   let id: ReturnType<typeof setTimeout> | undefined;
   const promise = new Promise<void>((resolve) => {
     id = setTimeout(resolve, ms);

@@ -16,12 +16,9 @@ import {
   utf8,
   writeAll,
 } from "./_util.ts";
+import { delay, waitUntil } from "../stress/_util.ts";
 
 const LOOPBACK = { hostname: "127.0.0.1", port: 0 };
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 Deno.test("serve() answers 100 concurrent clients with random binary payloads of 0 B to 1 MiB, byte for byte", async () => {
   await using server = serve(LOOPBACK);
@@ -145,7 +142,11 @@ Deno.test("serve() keeps serving after a peer resets mid-stream", async () => {
     text(await roundTrip(server.addr.port, payload)),
     "STILL THERE?",
   );
-  while (server.stats.active > 0) await delay(10);
+  await waitUntil(
+    () => server.stats.active === 0,
+    10_000,
+    "every connection to close",
+  );
   const closes = events.filter((e) => e.type === "close");
   assertEquals(closes.length, 2);
   assert(
@@ -159,7 +160,11 @@ Deno.test("serve() reports listen, connect and close events with byte counts", a
   const events: ServerEvent[] = [];
   await using server = serve({ ...LOOPBACK, onEvent: (e) => events.push(e) });
   await roundTrip(server.addr.port, utf8("hello"));
-  while (server.stats.active > 0) await delay(10);
+  await waitUntil(
+    () => server.stats.active === 0,
+    10_000,
+    "every connection to close",
+  );
   assertEquals(events.map((e) => e.type), ["listen", "connect", "close"]);
   const close = events[2]!;
   if (close.type !== "close") throw new Error("the last event is not close");
@@ -210,7 +215,11 @@ Deno.test("serve() counts an empty exchange: connect, half-close, close", async 
   await using server = serve(LOOPBACK);
   const reply = await roundTrip(server.addr.port, new Uint8Array(0));
   assertEquals(reply.length, 0);
-  while (server.stats.active > 0) await delay(10);
+  await waitUntil(
+    () => server.stats.active === 0,
+    10_000,
+    "every connection to close",
+  );
   assertEquals(server.stats.accepted, 1);
 });
 
@@ -278,9 +287,11 @@ Deno.test("Server.shutdown() reports the closed listener in a shutdown event, af
   await writeAll(open, utf8("x"));
   assertEquals(await open.read(new Uint8Array(1)), 1);
   const stopped = server.shutdown({ grace: 5000 });
-  for (let i = 0; i < 1000 && !events.some((e) => e.type === "shutdown"); i++) {
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
+  await waitUntil(
+    () => events.some((e) => e.type === "shutdown"),
+    10_000,
+    "the shutdown event",
+  );
   assertEquals(events.find((e) => e.type === "shutdown"), {
     type: "shutdown",
     graceMs: 5000,
@@ -307,7 +318,11 @@ Deno.test("serve({ maxConns }) closes clients beyond the limit at once and keeps
   const hostname = "127.0.0.1";
   using first = await Deno.connect({ hostname, port });
   using second = await Deno.connect({ hostname, port });
-  while (server.stats.active < 2) await delay(5);
+  await waitUntil(
+    () => server.stats.active === 2,
+    10_000,
+    "both clients to be accepted",
+  );
   using third = await Deno.connect({ hostname, port });
   // The third is closed without a byte: its read ends at once.
   assertEquals(await readToEnd(third), new Uint8Array(0));
@@ -319,7 +334,11 @@ Deno.test("serve({ maxConns }) closes clients beyond the limit at once and keeps
     await conn.closeWrite();
     assertEquals(text(await readToEnd(conn)), "STILL HERE");
   }
-  while (server.stats.active > 0) await delay(5);
+  await waitUntil(
+    () => server.stats.active === 0,
+    10_000,
+    "every connection to close",
+  );
   assertEquals(text(await roundTrip(port, utf8("again"))), "AGAIN");
 });
 
@@ -343,7 +362,11 @@ Deno.test("serve({ idleTimeout }) closes a silent client and spares a busy one",
   assert(elapsed >= 200, `closed after ${elapsed} ms, before the timeout`);
   await busy.closeWrite();
   assertEquals(await readToEnd(busy), new Uint8Array(0));
-  while (server.stats.active > 0) await delay(5);
+  await waitUntil(
+    () => server.stats.active === 0,
+    10_000,
+    "every connection to close",
+  );
   const stats = server.stats;
   assertEquals([stats.idleClosed, stats.errors], [1, 0]);
 });

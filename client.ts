@@ -10,9 +10,9 @@
  * @module
  */
 
-import { CLIENT_HOST, MAXLINE, SERV_PORT } from "./constants.ts";
-import { connect, exchange, type ExchangeResult } from "./request.ts";
-import { type LoadMode, type LoadReport, runLoad } from "./load.ts";
+import { CLIENT_HOST, MAXLINE, SERV_PORT } from "./src/constants.ts";
+import { connect, exchange, type ExchangeResult } from "./src/request.ts";
+import { type LoadMode, type LoadReport, runLoad } from "./src/load.ts";
 import {
   CliError,
   EXIT,
@@ -28,9 +28,9 @@ import {
   parseSeconds,
   printWarning,
   run,
-} from "./_cli.ts";
-import { closeQuietly, writeAll } from "./_io.ts";
-import { VERSION } from "./version.ts";
+} from "./src/_cli.ts";
+import { closeQuietly, writeAll } from "./src/_io.ts";
+import { VERSION } from "./src/version.ts";
 import { format as formatBytes } from "@std/fmt/bytes";
 
 /** The client's command-line options, validated. */

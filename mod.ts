@@ -8,7 +8,7 @@
  * tutorial's exact behaviour: one read of at most {@linkcode MAXLINE} bytes.
  *
  * ```ts
- * import { request, serve } from "./mod.ts";
+ * import { request, serve } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * await using server = serve({ hostname: "127.0.0.1", port: 0 });
@@ -19,9 +19,15 @@
  * @module
  */
 
-export { CLIENT_HOST, MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
-export { toUpper, toUpperInPlace } from "./transform.ts";
-export { toUpperUnicode, UnicodeUpperCaser } from "./unicode.ts";
+export {
+  CLIENT_HOST,
+  MAXLINE,
+  SERV_PORT,
+  SERVER_HOST,
+} from "./src/constants.ts";
+export { toUpper, toUpperInPlace } from "./src/transform.ts";
+export { VERSION } from "./src/version.ts";
+export { toUpperUnicode, UnicodeUpperCaser } from "./src/unicode.ts";
 export {
   DEFAULT_GRACE_MS,
   serve,
@@ -32,7 +38,7 @@ export {
   type ServerStats,
   type ServeUnixOptions,
   type ShutdownOptions,
-} from "./serve.ts";
+} from "./src/serve.ts";
 export {
   type Latency,
   type LoadMode,
@@ -40,7 +46,7 @@ export {
   type LoadProgress,
   type LoadReport,
   runLoad,
-} from "./load.ts";
+} from "./src/load.ts";
 export {
   connect,
   type ConnectOptions,
@@ -48,4 +54,4 @@ export {
   type ExchangeResult,
   request,
   type RequestOptions,
-} from "./request.ts";
+} from "./src/request.ts";

@@ -10,8 +10,8 @@
  * @module
  */
 
-import { MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
-import { DEFAULT_GRACE_MS, serve, type Server } from "./serve.ts";
+import { MAXLINE, SERV_PORT, SERVER_HOST } from "./src/constants.ts";
+import { DEFAULT_GRACE_MS, serve, type Server } from "./src/serve.ts";
 import {
   CliError,
   EXIT,
@@ -24,9 +24,9 @@ import {
   parsePort,
   parseSeconds,
   run,
-} from "./_cli.ts";
-import { LineWriter, type LogFormat, ServerLog } from "./_log.ts";
-import { VERSION } from "./version.ts";
+} from "./src/_cli.ts";
+import { LineWriter, type LogFormat, ServerLog } from "./src/_log.ts";
+import { VERSION } from "./src/version.ts";
 
 /** The server's command-line options, validated. */
 export interface ServerCliOptions {

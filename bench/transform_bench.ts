@@ -14,8 +14,8 @@
  * @module
  */
 
-import { toUpperInPlace } from "../transform.ts";
-import { SimdBuffers } from "../_simd.ts";
+import { toUpperInPlace } from "../src/transform.ts";
+import { SimdBuffers } from "../src/_simd.ts";
 import { naiveToUpperInPlace, sampleBytes } from "./_naive_transform.ts";
 
 const SIZES: readonly [number, string][] = [

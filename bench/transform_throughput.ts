@@ -18,7 +18,7 @@
  * @module
  */
 
-import { toUpperInPlace } from "../transform.ts";
+import { toUpperInPlace } from "../src/transform.ts";
 import { naiveToUpperInPlace, sampleBytes } from "./_naive_transform.ts";
 
 /** The result of {@linkcode measureTransformThroughput}. */

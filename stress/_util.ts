@@ -5,7 +5,7 @@
 
 import { format as formatBytes } from "@std/fmt/bytes";
 import { request } from "../mod.ts";
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import {
   denoRun,
   expectedUpper,

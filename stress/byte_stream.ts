@@ -4,7 +4,7 @@
 // at once; every reply must be exactly the transform of its request.
 
 import { serve, type Server } from "../mod.ts";
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import { concat, readToEnd, writeAll } from "../tests/_util.ts";
 import {
   checkReply,

@@ -3,7 +3,7 @@
 // nor spin, must say "accept failed: ...; retrying", keep serving the
 // connections it has, and serve new ones once the flood is gone.
 
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import { utf8 } from "../tests/_util.ts";
 import {
   Bystanders,

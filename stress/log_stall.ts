@@ -5,7 +5,7 @@
 // and still exit 0 soon after SIGTERM. It used to freeze on the first log
 // write the pipe did not take.
 
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import { denoRun } from "../tests/_util.ts";
 import {
   checkedRequest,

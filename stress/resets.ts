@@ -3,7 +3,7 @@
 // mid-stream. Afterwards the server still serves and has no connection open.
 
 import { serve, type ServerEvent } from "../mod.ts";
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import { readExactly, writeAll } from "../tests/_util.ts";
 import {
   Bystanders,
@@ -40,6 +40,11 @@ export type ResetPoint =
 
 /** How long one resetting client may take. */
 const CLIENT_TIMEOUT_MS = 15_000;
+/**
+ * A mid-write client writes at most this many 64 KiB blocks (128 MiB): more
+ * than the two sockets' buffers can hold between them, so the writes block.
+ */
+const MID_WRITE_BLOCKS = 2048;
 
 /**
  * One client that connects, sends, and closes with reply bytes still unread
@@ -71,11 +76,13 @@ export async function resetClient(
           );
           sent = first.length + second.length;
         } else if (point === "mid-write") {
-          // More than the socket buffers hold: the writes block for good.
+          // More than the socket buffers can hold (loopback autotunes each
+          // receive buffer up to tcp_rmem's maximum, 32 MiB here): the
+          // writes block for good.
           const block = random.bytes(64 * KiB);
           const writing = handled((async () => {
             try {
-              for (let i = 0; i < 256; i++) {
+              for (let i = 0; i < MID_WRITE_BLOCKS; i++) {
                 await writeAll(conn, block);
                 sent += block.length;
               }
@@ -87,8 +94,8 @@ export async function resetClient(
           await delay(random.int(0, 20));
           closeQuietly(conn);
           await writing;
-          if (sent >= 256 * block.length) {
-            throw new Error("16 MiB went through a client that reads nothing");
+          if (sent >= MID_WRITE_BLOCKS * block.length) {
+            throw new Error("128 MiB went through a client that reads nothing");
           }
         } else {
           const payload = random.bytes(random.logInt(2, 256 * KiB));

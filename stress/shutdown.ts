@@ -3,7 +3,7 @@
 // finishes sending within the grace period gets its whole reply; the server
 // closes the rest when the grace period ends and exits 0.
 
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import { readToEnd, writeAll } from "../tests/_util.ts";
 import {
   checkReply,

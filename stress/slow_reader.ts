@@ -3,7 +3,7 @@
 // hold it back: the server's memory stays bounded, others are still served,
 // and closing the client frees its connection.
 
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import {
   Bystanders,
   formatSize,

@@ -3,7 +3,7 @@
 // --idle-timeout on time, and --max-conns must refuse clients beyond the limit
 // cleanly while the connections it admitted keep working.
 
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import {
   Bystanders,
   delay,

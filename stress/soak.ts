@@ -4,7 +4,7 @@
 // well-behaved client must get its exact bytes.
 
 import { exchange } from "../mod.ts";
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import {
   concat,
   expectedUpper,

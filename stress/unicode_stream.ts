@@ -7,7 +7,7 @@
 
 import { format as formatBytes } from "@std/fmt/bytes";
 import { serve } from "../mod.ts";
-import { closeQuietly } from "../_io.ts";
+import { closeQuietly } from "../src/_io.ts";
 import {
   concat,
   expectedUpperUnicode,

@@ -1,6 +1,6 @@
 // Copyright the upcase authors. MIT license.
 import { assertEquals, assertStrictEquals } from "@std/assert";
-import { toUpper, toUpperInPlace } from "../transform.ts";
+import { toUpper, toUpperInPlace } from "../src/transform.ts";
 import { assertSameBytes, expectedUpper, randomBytes } from "./_util.ts";
 
 Deno.test("toUpper() maps each of the 256 byte values like C toupper in the C locale", () => {

@@ -34,7 +34,7 @@ const encoder = new TextEncoder();
  *
  * @example Usage
  * ```ts
- * import { UnicodeUpperCaser } from "./unicode.ts";
+ * import { UnicodeUpperCaser } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * const bytes = new TextEncoder().encode("straße");
@@ -104,7 +104,7 @@ export class UnicodeUpperCaser {
  *
  * @example Usage
  * ```ts
- * import { toUpperUnicode } from "./unicode.ts";
+ * import { toUpperUnicode } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * assertEquals(

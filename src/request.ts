@@ -53,7 +53,7 @@ export interface RequestOptions extends ConnectOptions {
  *
  * @example Usage
  * ```ts
- * import { connect, serve } from "./mod.ts";
+ * import { connect, serve } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * await using server = serve({ hostname: "127.0.0.1", port: 0 });
@@ -104,7 +104,7 @@ const REPLY_BUFFER_SIZE = 64 * 1024;
  *
  * @example Stream a request
  * ```ts
- * import { exchange, serve } from "./mod.ts";
+ * import { exchange, serve } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * await using server = serve({ hostname: "127.0.0.1", port: 0 });
@@ -189,7 +189,7 @@ function isPeerGone(err: unknown): boolean {
  *
  * @example Usage
  * ```ts
- * import { request, serve } from "./mod.ts";
+ * import { request, serve } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * await using server = serve({ hostname: "127.0.0.1", port: 0 });

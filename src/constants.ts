@@ -12,7 +12,7 @@
  *
  * @example Usage
  * ```ts
- * import { MAXLINE } from "./constants.ts";
+ * import { MAXLINE } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * assertEquals(MAXLINE, 80);
@@ -25,7 +25,7 @@ export const MAXLINE = 80;
  *
  * @example Usage
  * ```ts
- * import { SERV_PORT } from "./constants.ts";
+ * import { SERV_PORT } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * assertEquals(SERV_PORT, 6666);
@@ -39,7 +39,7 @@ export const SERV_PORT = 6666;
  *
  * @example Usage
  * ```ts
- * import { SERVER_HOST } from "./constants.ts";
+ * import { SERVER_HOST } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * assertEquals(SERVER_HOST, "0.0.0.0");
@@ -52,7 +52,7 @@ export const SERVER_HOST = "0.0.0.0";
  *
  * @example Usage
  * ```ts
- * import { CLIENT_HOST } from "./constants.ts";
+ * import { CLIENT_HOST } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * assertEquals(CLIENT_HOST, "127.0.0.1");

@@ -27,7 +27,7 @@ export async function writeAll(
  *
  * @param conn The connection to close.
  */
-export function closeQuietly(conn: Deno.Conn): void {
+export function closeQuietly(conn: { close(): void }): void {
   try {
     conn.close();
   } catch (err: unknown) {

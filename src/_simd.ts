@@ -1,7 +1,7 @@
 // Copyright the upcase authors. MIT license.
 // Read buffers that live in one WebAssembly memory, so the server can read
 // from a socket straight into them and upper-case them in place with 128-bit
-// SIMD (wasm/upper.wat): several times faster than JavaScript on large
+// SIMD (src/wasm/upper.wat): several times faster than JavaScript on large
 // chunks. Internal.
 
 import { UPPER_WASM_BASE64 } from "./_simd_module.ts";

@@ -74,24 +74,35 @@ export interface LoadProgress {
 
 /** Latency percentiles, in milliseconds. */
 export interface Latency {
+  /** The median. */
   p50: number;
+  /** 90 % of requests took at most this long. */
   p90: number;
+  /** 99 % of requests took at most this long. */
   p99: number;
+  /** 99.9 % of requests took at most this long. */
   p999: number;
+  /** The slowest request. */
   max: number;
 }
 
 /** The result of {@linkcode runLoad}. */
 export interface LoadReport {
+  /** The mode that ran. */
   mode: LoadMode;
+  /** Connections in flight. */
   connections: number;
+  /** Bytes per message (rtt, oneshot) or per write (stream). */
   size: number;
   /** Seconds the run took. */
   seconds: number;
   /** Round trips or one-shot exchanges completed, every byte verified. */
   requests: number;
+  /** Requests per second. */
   requestsPerSecond: number;
+  /** Bytes written to the server. */
   bytesSent: number;
+  /** Bytes received from the server (every one verified). */
   bytesReceived: number;
   /** Verified reply bytes per second. */
   bytesPerSecond: number;
@@ -361,7 +372,7 @@ const WORKERS = { rtt: roundTrips, stream, oneshot: oneShots } as const;
  *
  * @example A one-second round-trip test
  * ```ts
- * import { runLoad, serve } from "./mod.ts";
+ * import { runLoad, serve } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * await using server = serve({ hostname: "127.0.0.1", port: 0 });

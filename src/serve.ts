@@ -569,7 +569,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
  *
  * @example Serve on a free port, ask once, stop
  * ```ts
- * import { request, serve } from "./mod.ts";
+ * import { request, serve } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * await using server = serve({ hostname: "127.0.0.1", port: 0 });
@@ -578,6 +578,26 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
  * ```
  */
 export function serve(options?: ServeOptions): Server<Deno.NetAddr>;
+/**
+ * Starts an upcase server on a Unix domain socket; see the TCP form above.
+ *
+ * @param options The socket's `path`, the mode, limits, and a logging hook.
+ * @returns The running server; call {@linkcode Server.shutdown} to stop it.
+ * @throws {Deno.errors.AddrInUse} When the socket path is taken.
+ * @throws {Deno.errors.NotCapable} Without `--allow-read` and `--allow-write`
+ *   for the path.
+ *
+ * @example Serve on a Unix socket
+ * ```ts ignore
+ * import { request, serve } from "@upcase/upcase";
+ * import { assertEquals } from "@std/assert";
+ *
+ * const path = await Deno.makeTempFile() + ".sock";
+ * await using _server = serve({ path });
+ * const reply = await request("hello", { path });
+ * assertEquals(new TextDecoder().decode(reply), "HELLO");
+ * ```
+ */
 export function serve(options: ServeUnixOptions): Server<Deno.UnixAddr>;
 export function serve(
   options: ServeOptions | ServeUnixOptions = {},

@@ -5,14 +5,14 @@
  * @module
  */
 
-import denoJson from "./deno.json" with { type: "json" };
+import denoJson from "../deno.json" with { type: "json" };
 
 /**
  * The version of upcase, as in deno.json.
  *
  * @example Usage
  * ```ts
- * import { VERSION } from "./version.ts";
+ * import { VERSION } from "@upcase/upcase";
  * import { assertMatch } from "@std/assert";
  *
  * assertMatch(VERSION, /^\d+\.\d+\.\d+/);

@@ -26,7 +26,7 @@ const WORD_LOOP_MIN = 64;
  *
  * @example Usage
  * ```ts
- * import { toUpperInPlace } from "./transform.ts";
+ * import { toUpperInPlace } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * const bytes = new TextEncoder().encode("hello, world");
@@ -59,7 +59,7 @@ export function toUpperInPlace(bytes: Uint8Array): Uint8Array {
  *
  * @example Bytes
  * ```ts
- * import { toUpper } from "./transform.ts";
+ * import { toUpper } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * assertEquals(toUpper(new Uint8Array([0x61, 0x7a, 0xe9, 0x00])), new Uint8Array([0x41, 0x5a, 0xe9, 0x00]));
@@ -67,7 +67,7 @@ export function toUpperInPlace(bytes: Uint8Array): Uint8Array {
  *
  * @example Text keeps non-ASCII letters as they are
  * ```ts
- * import { toUpper } from "./transform.ts";
+ * import { toUpper } from "@upcase/upcase";
  * import { assertEquals } from "@std/assert";
  *
  * assertEquals(new TextDecoder().decode(toUpper("héllo")), "HéLLO");

@@ -9,7 +9,9 @@
 import { MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
 import { toUpperInPlace } from "./transform.ts";
 import { UnicodeUpperCaser } from "./unicode.ts";
-import { SimdBuffers } from "./_simd.ts";
+import { BufferPools, ReadBuffer } from "./_buffers.ts";
+import type { Conn, Listener } from "./_conn.ts";
+import { type Connection, ConnectionTable } from "./_connections.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 
 /** Something the server did, for logging. See {@linkcode ServeOptions.onEvent}. */
@@ -164,39 +166,6 @@ const ACCEPT_QUEUE_QUIET_MS = 5;
 /** ... or for at most this long (or the grace period, if shorter). */
 const ACCEPT_QUEUE_DRAIN_MAX_MS = 100;
 
-/** The first read buffer of every connection: small, so idle ones cost little. */
-const SMALL_BUFFER_SIZE = 256;
-/** The read buffer after a read filled the small one. */
-const MEDIUM_BUFFER_SIZE = 8 * 1024;
-/** The read buffer of a connection that streams. */
-const LARGE_BUFFER_SIZE = 256 * 1024;
-/** How many medium buffers are kept for reuse. */
-const MEDIUM_BUFFERS_KEPT = 256;
-/** The read buffer sizes a connection moves between. */
-const enum BufferSize {
-  Small,
-  Medium,
-  Large,
-}
-/** Reads shorter than this are upper-cased in JavaScript, not with SIMD. */
-const SIMD_MIN = 16;
-/**
- * How many large buffers live in WebAssembly memory (upper-cased there with
- * SIMD), and how many plain ones are kept for reuse beyond those.
- */
-const LARGE_BUFFERS_KEPT = 64;
-
-/** What the server tracks of one open connection. */
-interface Connection {
-  readonly conn: Deno.Conn;
-  /** When a byte last moved, on the server's coarse idle clock. */
-  lastActive: number;
-  /** Why the server closed it itself, if it did. */
-  cutOff: "idle-timeout" | "shutdown" | undefined;
-  bytesIn: number;
-  bytesOut: number;
-}
-
 /**
  * A running upcase server, as returned by {@linkcode serve}.
  *
@@ -209,11 +178,10 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   /** Resolves once the server has stopped and every connection is closed. */
   readonly finished: Promise<void>;
 
-  #listener: Deno.Listener;
+  #listener: Listener;
   #once: boolean;
   #unicode: boolean;
   #maxConns: number;
-  #idleTimeout: number;
   #emit: (event: ServerEvent) => void;
   #stats: ServerStats = {
     active: 0,
@@ -225,7 +193,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     bytesOut: 0,
     errors: 0,
   };
-  #conns = new Set<Connection>();
+  #conns: ConnectionTable;
+  #pools = new BufferPools();
   /** Set by the first {@linkcode Server.shutdown} call. */
   #closing = false;
   #graceMs = DEFAULT_GRACE_MS;
@@ -233,22 +202,11 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   #wakeAcceptLoop: () => void = () => {};
   /** Resolved once the accept loop has closed the listener. */
   #listenerClosed = Promise.withResolvers<void>();
-  #listening = true;
-  /** Resolved when the last connection closes after the listener did. */
-  #drained = Promise.withResolvers<void>();
-  #largeBuffers: Uint8Array<ArrayBuffer>[] = [];
-  #mediumBuffers: Uint8Array<ArrayBuffer>[] = [];
-  /** Made when the first connection streams: idle servers do without. */
-  #simd: SimdBuffers | undefined;
-  #simdTried = false;
-  /** Milliseconds, updated by the idle sweep: cheap to read per I/O. */
-  #clock = Date.now();
-  #sweeper: ReturnType<typeof setInterval> | undefined;
   #cleanup: (() => void) | undefined;
 
   /** Use {@linkcode serve} to start a server. */
   constructor(
-    listener: Deno.Listener,
+    listener: Listener,
     options: ServeCommonOptions,
     cleanup?: () => void,
   ) {
@@ -257,14 +215,9 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#once = options.once ?? false;
     this.#unicode = options.unicode ?? false;
     this.#maxConns = options.maxConns ?? 0;
-    this.#idleTimeout = options.idleTimeout ?? 0;
+    this.#conns = new ConnectionTable(options.idleTimeout ?? 0);
     this.#emit = options.onEvent ?? (() => {});
     this.#cleanup = cleanup;
-    if (this.#idleTimeout > 0) {
-      // Sweep ten times per timeout: connections close within 10 % of it.
-      const every = Math.min(1000, Math.max(10, this.#idleTimeout / 10));
-      this.#sweeper = setInterval(() => this.#sweepIdle(), every);
-    }
     this.#emit({ type: "listen", addr: this.addr });
     this.finished = this.#acceptLoop();
   }
@@ -293,12 +246,9 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     await this.#listenerClosed.promise;
     if (this.#conns.size > 0) {
       const expired = timer(Math.max(0, deadline - Date.now()));
-      await Promise.race([this.#drained.promise, expired.promise]);
+      await Promise.race([this.#conns.empty(), expired.promise]);
       expired.cancel();
-      for (const c of this.#conns) {
-        c.cutOff ??= "shutdown";
-        closeQuietly(c.conn);
-      }
+      this.#conns.closeAll("shutdown");
     }
     await this.finished;
   }
@@ -324,7 +274,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       const wake = Promise.withResolvers<void>();
       this.#wakeAcceptLoop = wake.resolve;
       if (this.#closing) wake.resolve();
-      let conn: Deno.Conn | void;
+      let conn: Conn | void;
       try {
         conn = await Promise.race([accepting, quiet?.promise ?? wake.promise]);
       } catch (err: unknown) {
@@ -356,31 +306,28 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     // when the listener closes: a reset.
     await accepting.then(closeQuietly, () => {});
     this.#cleanup?.();
-    this.#listening = false;
-    clearInterval(this.#sweeper);
+    this.#conns.stopSweeping();
     this.#emit({
       type: "shutdown",
       graceMs: this.#graceMs,
       open: this.#conns.size,
     });
     this.#listenerClosed.resolve();
-    if (this.#conns.size > 0) await this.#drained.promise;
+    await this.#conns.empty();
   }
 
   /** Serves a newly accepted client, or turns it away at the limit. */
-  #admit(conn: Deno.Conn): void {
+  #admit(conn: Conn): void {
     if (this.#maxConns > 0 && this.#conns.size >= this.#maxConns) {
       this.#refuse(conn);
       return;
     }
     // Echo each piece at once: no Nagle delay on small replies.
-    if (conn.remoteAddr.transport === "tcp") {
-      (conn as Deno.TcpConn).setNoDelay(true);
-    }
+    conn.setNoDelay?.(true);
     this.#handleConnection(conn);
   }
 
-  #refuse(conn: Deno.Conn): void {
+  #refuse(conn: Conn): void {
     this.#stats.refused++;
     this.#emit({
       type: "refuse",
@@ -391,19 +338,12 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   }
 
   /** Serves one client; never rejects. */
-  async #handleConnection(conn: Deno.Conn): Promise<void> {
+  async #handleConnection(conn: Conn): Promise<void> {
     const stats = this.#stats;
     const id = ++stats.accepted;
     const remote = conn.remoteAddr;
-    const c: Connection = {
-      conn,
-      lastActive: this.#clock,
-      cutOff: undefined,
-      bytesIn: 0,
-      bytesOut: 0,
-    };
+    const c = this.#conns.add(conn);
     let error: string | undefined;
-    this.#conns.add(c);
     stats.active++;
     this.#emit({ type: "connect", id, remote });
     try {
@@ -438,7 +378,6 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         cutOff: c.cutOff,
         error,
       });
-      if (this.#conns.size === 0 && !this.#listening) this.#drained.resolve();
     }
   }
 
@@ -455,55 +394,32 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   /**
    * Echoes upper-cased bytes until the client half-closes. One buffer is in
    * use at a time and nothing is read while a write is pending, so a fast
-   * sender is held back by TCP flow control, not by the heap.
-   *
-   * The read buffer follows the client: a small one while it is quiet (an
-   * idle connection costs little), a medium one after a read fills the small
-   * one, a large one (in WebAssembly memory, upper-cased with SIMD) after a
-   * read fills the medium one; back to the small one after any read that
-   * does not fill its buffer. A connection that stops right after a full
-   * read keeps its buffer until its next read: at most one large buffer.
+   * sender is held back by TCP flow control, not by the heap. The buffer
+   * follows the client's pace (see {@linkcode ReadBuffer}).
    *
    * @param unicode The Unicode transform, or undefined for ASCII.
    */
   async #stream(c: Connection, unicode?: UnicodeUpperCaser): Promise<void> {
     const { conn } = c;
-    const small = new Uint8Array(SMALL_BUFFER_SIZE);
-    let buf = small;
-    let size = BufferSize.Small;
-    let fast = false; // buf is in WebAssembly memory
+    const buf = new ReadBuffer(this.#pools);
+    const table = this.#conns;
     try {
       while (true) {
-        const n = await conn.read(buf);
+        const n = await conn.read(buf.bytes);
         if (n === null) break;
         c.bytesIn += n;
-        c.lastActive = this.#clock;
+        c.lastActive = table.clock;
         const data = unicode
-          ? unicode.push(buf.subarray(0, n))
-          // SIMD beats JavaScript from 16 bytes on; below, the call costs more.
-          : fast && n >= SIMD_MIN
-          ? this.#simd!.upper(buf.subarray(0, n))
-          : toUpperInPlace(buf.subarray(0, n));
+          ? unicode.push(buf.bytes.subarray(0, n))
+          : buf.upper(n);
         // Usually one write takes it all: no extra async frame per trip.
         const written = await conn.write(data);
         if (written < data.length) {
           await writeAll(conn, data.subarray(written));
         }
         c.bytesOut += data.length;
-        c.lastActive = this.#clock;
-        if (n === buf.length && size !== BufferSize.Large) {
-          // A full buffer: the client streams, so read in larger pieces.
-          this.#release(buf, size);
-          size++;
-          buf = this.#take(size);
-          fast = this.#simd?.owns(buf) ?? false;
-        } else if (n < buf.length && size !== BufferSize.Small) {
-          // Drained: wait for the next bytes in the small buffer again.
-          this.#release(buf, size);
-          buf = small;
-          size = BufferSize.Small;
-          fast = false;
-        }
+        c.lastActive = table.clock;
+        buf.step(n);
       }
       if (unicode) {
         const rest = unicode.flush();
@@ -511,46 +427,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         c.bytesOut += rest.length;
       }
     } finally {
-      this.#release(buf, size);
-    }
-  }
-
-  #take(size: BufferSize): Uint8Array<ArrayBuffer> {
-    if (size === BufferSize.Medium) {
-      return this.#mediumBuffers.pop() ?? new Uint8Array(MEDIUM_BUFFER_SIZE);
-    }
-    if (!this.#simdTried) {
-      this.#simdTried = true;
-      this.#simd = SimdBuffers.create(LARGE_BUFFER_SIZE, LARGE_BUFFERS_KEPT);
-    }
-    return this.#simd?.take() ?? this.#largeBuffers.pop() ??
-      new Uint8Array(LARGE_BUFFER_SIZE);
-  }
-
-  /** Gives a medium or large buffer back to its pool. */
-  #release(buf: Uint8Array<ArrayBuffer>, size: BufferSize): void {
-    if (size === BufferSize.Small) return;
-    if (size === BufferSize.Large && this.#simd?.owns(buf)) {
-      this.#simd.give(buf);
-      return;
-    }
-    const pool = size === BufferSize.Medium
-      ? this.#mediumBuffers
-      : this.#largeBuffers;
-    const kept = size === BufferSize.Medium
-      ? MEDIUM_BUFFERS_KEPT
-      : LARGE_BUFFERS_KEPT;
-    if (pool.length < kept) pool.push(buf);
-  }
-
-  #sweepIdle(): void {
-    const now = Date.now();
-    this.#clock = now;
-    for (const c of this.#conns) {
-      if (c.cutOff === undefined && now - c.lastActive >= this.#idleTimeout) {
-        c.cutOff = "idle-timeout";
-        closeQuietly(c.conn);
-      }
+      buf.release();
     }
   }
 }

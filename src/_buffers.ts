@@ -15,6 +15,8 @@ export const SMALL_BUFFER_SIZE = 256;
 export const MEDIUM_BUFFER_SIZE = 8 * 1024;
 /** The read buffer of a connection that streams. */
 export const LARGE_BUFFER_SIZE = 256 * 1024;
+/** Small buffers are cut from slabs of this many: one allocation for all. */
+const SMALL_BUFFERS_PER_SLAB = 256;
 /** How many medium buffers are kept for reuse. */
 const MEDIUM_BUFFERS_KEPT = 256;
 /**
@@ -37,10 +39,32 @@ const enum Rung {
  * memory is made when the first connection streams: idle servers do without.
  */
 export class BufferPools {
+  #small: Uint8Array<ArrayBuffer>[] = [];
   #medium: Uint8Array<ArrayBuffer>[] = [];
   #large: Uint8Array<ArrayBuffer>[] = [];
   #simd: SimdBuffers | undefined;
   #simdTried = false;
+
+  /**
+   * A small buffer. They are cut from shared slabs and kept for reuse: an
+   * idle connection then costs no ArrayBuffer of its own.
+   */
+  takeSmall(): Uint8Array<ArrayBuffer> {
+    if (this.#small.length === 0) {
+      const slab = new ArrayBuffer(SMALL_BUFFER_SIZE * SMALL_BUFFERS_PER_SLAB);
+      for (let i = SMALL_BUFFERS_PER_SLAB - 1; i >= 0; i--) {
+        this.#small.push(
+          new Uint8Array(slab, i * SMALL_BUFFER_SIZE, SMALL_BUFFER_SIZE),
+        );
+      }
+    }
+    return this.#small.pop()!;
+  }
+
+  /** Gives a buffer from {@linkcode BufferPools.takeSmall} back. */
+  giveSmall(buf: Uint8Array<ArrayBuffer>): void {
+    this.#small.push(buf);
+  }
 
   /** A buffer of the rung's size, from its pool when one is free. */
   take(rung: Rung.Medium | Rung.Large): Uint8Array<ArrayBuffer> {
@@ -91,7 +115,7 @@ export class ReadBuffer {
   /** @param pools Where the medium and large buffers come from. */
   constructor(pools: BufferPools) {
     this.#pools = pools;
-    this.#small = new Uint8Array(SMALL_BUFFER_SIZE);
+    this.#small = pools.takeSmall();
     this.bytes = this.#small;
   }
 
@@ -124,6 +148,12 @@ export class ReadBuffer {
       // Drained: wait for the next bytes in the small buffer again.
       this.release();
     }
+  }
+
+  /** Gives every buffer back; the ReadBuffer is not to be used again. */
+  dispose(): void {
+    this.release();
+    this.#pools.giveSmall(this.#small);
   }
 
   /** Gives a pooled buffer back and returns to the small one. */

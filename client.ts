@@ -12,7 +12,12 @@
 
 import { CLIENT_HOST, MAXLINE, SERV_PORT } from "./src/constants.ts";
 import { connect, exchange, type ExchangeResult } from "./src/request.ts";
-import { type LoadMode, type LoadReport, runLoad } from "./src/load.ts";
+import {
+  type LoadMode,
+  type LoadProgress,
+  type LoadReport,
+  runLoad,
+} from "./src/load.ts";
 import {
   CliError,
   EXIT,
@@ -30,6 +35,7 @@ import {
   run,
 } from "./src/_cli.ts";
 import { closeQuietly, writeAll } from "./src/_io.ts";
+import { ProgressLine } from "./src/_progress.ts";
 import { VERSION } from "./src/version.ts";
 import { format as formatBytes } from "@std/fmt/bytes";
 
@@ -190,7 +196,9 @@ Modes:
   MESSAGE                prints "Response from server:", then the reply and a
                          newline (the seed's client.c)
   -                      streams stdin to the server and the reply to stdout as
-                         it arrives: stdout is exactly the reply bytes
+                         it arrives: stdout is exactly the reply bytes (a
+                         progress line on stderr when that is a terminal and
+                         stdout is not)
   -i, --interactive      one request per line of stdin over one connection,
                          each reply printed as it arrives, until EOF
   --bench MODE           load generator, every reply byte checked: rtt (round
@@ -205,7 +213,7 @@ Options:
   --timeout SECONDS      give up if connecting, or the whole reply (each reply
                          with -i), takes longer (default 0: no limit)
   -q, --quiet            print only the reply: no "Response from server:" line,
-                         no warnings (with --bench: no progress line)
+                         no warnings, no progress line
   --connections N        --bench: connections in flight (default 50 for rtt,
                          1 for stream, 20 for oneshot)
   --duration SECONDS     --bench: how long to run (default ${d.duration / 1000})
@@ -394,13 +402,37 @@ async function* stdinChunks(): AsyncGenerator<Uint8Array> {
   }
 }
 
-/** `-`: stdin to the server, the reply to stdout as it arrives. */
+/**
+ * `-`: stdin to the server, the reply to stdout as it arrives. A long run
+ * shows a progress line on stderr when that is a terminal and stdout is not
+ * (on one terminal the line would tear the reply).
+ */
 async function sendStdin(options: ClientCliOptions) {
-  const { sent, received } = await exchangeWithin(
-    options,
-    stdinChunks(),
-    writeOut,
-  );
+  let sent = 0;
+  let received = 0;
+  const live = Deno.stderr.isTerminal() && !Deno.stdout.isTerminal() &&
+    !options.quiet;
+  const line = live
+    ? new ProgressLine((ms) =>
+      `sent ${formatBytes(sent)}, received ${formatBytes(received)}, ${
+        formatBytes(received / Math.max(ms / 1000, 0.001))
+      }/s, ${(ms / 1000).toFixed(1)} s`
+    )
+    : undefined;
+  async function* counted(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of stdinChunks()) {
+      yield chunk;
+      sent += chunk.length;
+    }
+  }
+  try {
+    await exchangeWithin(options, counted(), (bytes) => {
+      received += bytes.length;
+      return writeOut(bytes);
+    });
+  } finally {
+    line?.stop();
+  }
   warnIfShort(options, received, sent);
 }
 
@@ -492,29 +524,33 @@ async function bench(options: ClientCliOptions): Promise<number> {
   // Unreachable server, missing permission: the usual one line and code.
   closeQuietly(await open(options));
   const live = Deno.stderr.isTerminal() && !options.quiet && !options.json;
-  const encoder = new TextEncoder();
-  const report = await runLoad({
-    mode,
-    hostname: options.hostname,
-    port: options.port,
-    path: options.unix,
-    connections: options.connections || undefined,
-    duration: options.duration,
-    size: options.size || undefined,
-    onProgress: live
-      ? (p) => {
-        const seconds = p.elapsed / 1000;
-        Deno.stderr.writeSync(encoder.encode(
-          `\r${mode} ${seconds.toFixed(1)} s: ${
-            p.requests.toLocaleString("en-US")
-          } requests, ${
-            formatBytes(p.bytes / seconds)
-          }/s, ${p.errors} errors   `,
-        ));
-      }
-      : undefined,
-  });
-  if (live) Deno.stderr.writeSync(encoder.encode("\r\x1b[K"));
+  let latest: LoadProgress | undefined;
+  const line = live
+    ? new ProgressLine(() =>
+      latest === undefined
+        ? `${mode}: starting`
+        : `${mode} ${(latest.elapsed / 1000).toFixed(1)} s: ${
+          latest.requests.toLocaleString("en-US")
+        } requests, ${
+          formatBytes(latest.bytes / (latest.elapsed / 1000))
+        }/s, ${latest.errors} errors`
+    )
+    : undefined;
+  let report: LoadReport;
+  try {
+    report = await runLoad({
+      mode,
+      hostname: options.hostname,
+      port: options.port,
+      path: options.unix,
+      connections: options.connections || undefined,
+      duration: options.duration,
+      size: options.size || undefined,
+      onProgress: live ? (p) => latest = p : undefined,
+    });
+  } finally {
+    line?.stop();
+  }
   console.log(
     options.json
       ? JSON.stringify(report)

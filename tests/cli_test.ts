@@ -2,7 +2,12 @@
 // The CLIs end to end: server.ts and client.ts spawned with Deno.execPath()
 // and the permission flags README.md documents.
 
-import { assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStringIncludes,
+} from "@std/assert";
 import { MAXLINE } from "../mod.ts";
 import {
   assertSameBytes,
@@ -495,3 +500,106 @@ Deno.test("client.ts - exits 0 quietly when the reader of its stdout stops early
   await writing;
   assertEquals([status.code, stderr], [0, ""]);
 });
+
+/** Runs `command` (a shell line) with stdin, stdout and stderr on a new pty. */
+async function onTerminal(command: string): Promise<string> {
+  const { code, stdout } = await new Deno.Command("script", {
+    args: ["-qec", command, "/dev/null"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
+  }).output();
+  assertEquals(code, 0);
+  return text(stdout);
+}
+
+function shellQuote(arg: string): string {
+  return `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+Deno.test("client.ts - shows a progress line on a terminal's stderr while stdout goes to a file, and clears it", async () => {
+  if (!await hasCommand("script")) {
+    console.log(
+      "SKIPPED: no `script` (util-linux) to give the client a terminal",
+    );
+    return;
+  }
+  await using server = await ServerProcess.start();
+  const dir = await Deno.makeTempDir();
+  try {
+    const client = [
+      Deno.execPath(),
+      ...denoRun("client.ts", `127.0.0.1:${server.port}`, [
+        "--port",
+        String(server.port),
+        "-",
+      ]),
+    ]
+      .map(shellQuote).join(" ");
+    // Two pieces a second apart: the line is redrawn every 250 ms meanwhile.
+    const screen = await onTerminal(
+      `(printf 'hello, '; sleep 1; printf world) | ${client} > ${dir}/reply`,
+    );
+    assertEquals(await Deno.readTextFile(`${dir}/reply`), "HELLO, WORLD");
+    assertMatch(
+      screen,
+      // deno-lint-ignore no-control-regex
+      /\rsent 7 B, received 7 B, [\d.]+ B\/s, [01]\.\d s\x1b\[K/,
+    );
+    assert(
+      screen.endsWith("\r\x1b[K"),
+      `the line is cleared: ${JSON.stringify(screen)}`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("client.ts - shows no progress line when stdout is the terminal too, or with -q", async () => {
+  if (!await hasCommand("script")) {
+    console.log(
+      "SKIPPED: no `script` (util-linux) to give the client a terminal",
+    );
+    return;
+  }
+  await using server = await ServerProcess.start();
+  const client = (extra: string[]) =>
+    [
+      Deno.execPath(),
+      ...denoRun("client.ts", `127.0.0.1:${server.port}`, [
+        "--port",
+        String(server.port),
+        ...extra,
+        "-",
+      ]),
+    ]
+      .map(shellQuote).join(" ");
+  const same = await onTerminal(
+    `(printf 'hello, '; sleep 0.6; printf world) | ${client([])}`,
+  );
+  assertEquals(same.replaceAll("\r\n", "\n"), "HELLO, WORLD");
+  const dir = await Deno.makeTempDir();
+  try {
+    const quiet = await onTerminal(
+      `(printf 'a'; sleep 0.6; printf b) | ${client(["-q"])} > ${dir}/reply`,
+    );
+    assertEquals(quiet, "");
+    assertEquals(await Deno.readTextFile(`${dir}/reply`), "AB");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function hasCommand(name: string): Promise<boolean> {
+  try {
+    const { code } = await new Deno.Command("sh", {
+      args: ["-c", `command -v ${name}`],
+      stdout: "null",
+    }).output();
+    return code === 0;
+  } catch (err: unknown) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}

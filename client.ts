@@ -11,7 +11,13 @@
  */
 
 import { CLIENT_HOST, MAXLINE, SERV_PORT } from "./src/constants.ts";
-import { connect, exchange, type ExchangeResult } from "./src/request.ts";
+import {
+  connect,
+  type ConnectTlsOptions,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  exchange,
+  type ExchangeResult,
+} from "./src/request.ts";
 import {
   type LoadMode,
   type LoadProgress,
@@ -25,6 +31,7 @@ import {
   explainNetworkError,
   joinHostPort,
   type NetworkContext,
+  optionalString,
   parseChoice,
   parseCount,
   parseFlags,
@@ -32,8 +39,10 @@ import {
   parsePort,
   parseSeconds,
   printWarning,
+  readPemFile,
   run,
 } from "./src/_cli.ts";
+import { describeTlsFailure, formatTlsFailure } from "./src/_tls_errors.ts";
 import { closeQuietly, writeAll } from "./src/_io.ts";
 import { ProgressLine } from "./src/_progress.ts";
 import { VERSION } from "./src/version.ts";
@@ -65,6 +74,20 @@ export interface ClientCliOptions {
   size: number;
   /** --bench: the report as JSON. */
   json: boolean;
+  /** Speak TLS. */
+  tls: boolean;
+  /** --tls: a PEM file of a CA to trust on top of the default roots. */
+  ca: string | undefined;
+  /** --tls: the name sent (SNI) and checked; the host by default. */
+  servername: string | undefined;
+  /** --tls: a client certificate (PEM) to present. */
+  cert: string | undefined;
+  /** --tls: the client certificate's key (PEM). */
+  key: string | undefined;
+  /** --tls: the handshake's time limit in milliseconds; 0 for none. */
+  handshakeTimeout: number;
+  /** --tls: the options for connect(), with the files' contents. */
+  tlsConnect: ConnectTlsOptions | undefined;
   help: boolean;
   version: boolean;
 }
@@ -83,6 +106,13 @@ export const CLIENT_DEFAULTS: Readonly<ClientCliOptions> = {
   duration: 10_000,
   size: 0,
   json: false,
+  tls: false,
+  ca: undefined,
+  servername: undefined,
+  cert: undefined,
+  key: undefined,
+  handshakeTimeout: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  tlsConnect: undefined,
   help: false,
   version: false,
 };
@@ -111,8 +141,13 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
       "connections",
       "duration",
       "size",
+      "ca",
+      "servername",
+      "cert",
+      "key",
+      "handshake-timeout",
     ],
-    boolean: ["interactive", "quiet", "json", "help", "version"],
+    boolean: ["interactive", "quiet", "json", "tls", "help", "version"],
     alias: { i: "interactive", q: "quiet", h: "help", V: "version" },
   });
   if (flags._.length > 1) {
@@ -143,6 +178,17 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
     duration: parseSeconds("duration", flags.duration, d.duration),
     size: parseCount("size", flags.size, d.size),
     json: flags.json === true,
+    tls: flags.tls === true,
+    ca: optionalString(flags.ca),
+    servername: optionalString(flags.servername),
+    cert: optionalString(flags.cert),
+    key: optionalString(flags.key),
+    handshakeTimeout: parseSeconds(
+      "handshake-timeout",
+      flags["handshake-timeout"],
+      d.handshakeTimeout,
+    ),
+    tlsConnect: d.tlsConnect,
     help: flags.help === true,
     version: flags.version === true,
   };
@@ -169,6 +215,34 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
   ) {
     throw new CliError(
       "Conflicting flags: --unix cannot be combined with --host or --port",
+      EXIT.USAGE,
+    );
+  }
+  const tlsOnly = ["ca", "servername", "cert", "key", "handshake-timeout"]
+    .find((name) => flags[name] !== undefined);
+  if (!options.tls && tlsOnly !== undefined) {
+    throw new CliError(
+      `Conflicting flags: --${tlsOnly} goes with --tls`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.tls && options.unix !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --tls cannot be combined with --unix",
+      EXIT.USAGE,
+    );
+  }
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new CliError(
+      `Missing flag: --${
+        options.cert === undefined ? "cert" : "key"
+      } goes with --${options.cert === undefined ? "key" : "cert"}`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.cert !== undefined && options.servername !== undefined) {
+    throw new CliError(
+      "Conflicting flags: Deno cannot send a client certificate (--cert) with another --servername; connect with --host NAME instead",
       EXIT.USAGE,
     );
   }
@@ -220,12 +294,22 @@ Options:
   --size BYTES           --bench: bytes per message, or per write for stream
                          (default 64 for rtt, 65536 for stream, 32 for oneshot)
   --json                 --bench: print the report as JSON
+  --tls                  speak TLS (every mode); the certificate is checked
+                         against the default roots and --ca
+  --ca FILE              --tls: also trust the CA in FILE (PEM)
+  --servername NAME      --tls: the name sent (SNI) and checked (default: --host)
+  --cert FILE            --tls: present the client certificate in FILE (PEM),
+  --key FILE             with its key in FILE
+  --handshake-timeout SECONDS
+                         --tls: give up if the handshake takes longer
+                         (default ${d.handshakeTimeout / 1000}; 0: no limit)
   -h, --help             show this help
   -V, --version          show the version
 
 The --allow-net permission must name the same HOST:PORT, e.g.
   deno run --allow-net=${d.hostname}:${d.port} client.ts "hello, world"
-(--unix PATH needs --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH.)
+(--unix PATH needs --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH;
+--ca, --cert and --key need --allow-read for their files.)
 
 A reply shorter than the message (the seed's server.c reads at most ${MAXLINE} bytes)
 is printed as it came, with a warning on stderr.
@@ -286,12 +370,61 @@ function seconds(ms: number): string {
   return `${ms / 1000} s`;
 }
 
+/** `--tls`: reads the PEM files, for {@linkcode connect}. */
+async function loadTls(
+  options: ClientCliOptions,
+): Promise<ConnectTlsOptions | undefined> {
+  if (!options.tls) return undefined;
+  return {
+    caCerts: options.ca === undefined
+      ? undefined
+      : [await readPemFile("ca", options.ca)],
+    serverName: options.servername,
+    cert: options.cert === undefined
+      ? undefined
+      : await readPemFile("cert", options.cert),
+    key: options.key === undefined
+      ? undefined
+      : await readPemFile("key", options.key),
+    handshakeTimeout: options.handshakeTimeout,
+  };
+}
+
+/**
+ * Turns a failure to connect or exchange into one line: a TLS failure in
+ * words (with --tls), else what {@linkcode explainNetworkError} says.
+ */
+function explainFailure(err: unknown, options: ClientCliOptions): unknown {
+  if (options.tls) {
+    if (err instanceof Deno.errors.TimedOut) {
+      return new CliError(
+        `Timed out: no TLS handshake with ${addressOf(options)} within ${
+          seconds(options.handshakeTimeout)
+        } (is it a TLS server? see --handshake-timeout)`,
+        EXIT.TIMEOUT,
+      );
+    }
+    const failure = describeTlsFailure(err, "server");
+    if (failure !== undefined) {
+      return new CliError(
+        `${formatTlsFailure(failure)}`.replace(
+          /^([^:]*): /,
+          `$1: ${addressOf(options)}: `,
+        ),
+        EXIT.NETWORK,
+      );
+    }
+  }
+  return explainNetworkError(err, networkContext(options));
+}
+
 /** Connects, within the timeout, explaining any failure in one line. */
 async function open(options: ClientCliOptions): Promise<Deno.Conn> {
   const connecting = connect({
     hostname: options.hostname,
     port: options.port,
     path: options.unix,
+    tls: options.tlsConnect,
   });
   let timer: ReturnType<typeof setTimeout> | undefined;
   const expired = new Promise<never>((_, reject) => {
@@ -311,7 +444,8 @@ async function open(options: ClientCliOptions): Promise<Deno.Conn> {
   try {
     return await Promise.race([connecting, expired]);
   } catch (err: unknown) {
-    throw explainNetworkError(err, networkContext(options));
+    if (err instanceof CliError) throw err;
+    throw explainFailure(err, options);
   } finally {
     clearTimeout(timer);
   }
@@ -331,7 +465,7 @@ function explainExchangeError(
       EXIT.TIMEOUT,
     );
   }
-  return explainNetworkError(err, networkContext(options));
+  return explainFailure(err, options);
 }
 
 /**
@@ -543,6 +677,7 @@ async function bench(options: ClientCliOptions): Promise<number> {
       hostname: options.hostname,
       port: options.port,
       path: options.unix,
+      tls: options.tlsConnect,
       connections: options.connections || undefined,
       duration: options.duration,
       size: options.size || undefined,
@@ -598,15 +733,16 @@ function formatReport(r: LoadReport, address: string): string {
 }
 
 async function main(): Promise<number> {
-  const options = parseClientArgs(Deno.args);
-  if (options.help) {
+  const parsed = parseClientArgs(Deno.args);
+  if (parsed.help) {
     printUsage();
     return EXIT.OK;
   }
-  if (options.version) {
+  if (parsed.version) {
     console.log(`upcase client ${VERSION}`);
     return EXIT.OK;
   }
+  const options = { ...parsed, tlsConnect: await loadTls(parsed) };
   if (options.bench !== undefined) return await bench(options);
   if (!options.interactive && options.message === undefined) {
     console.error(SEED_USAGE);

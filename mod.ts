@@ -50,6 +50,8 @@ export {
 export {
   connect,
   type ConnectOptions,
+  type ConnectTlsOptions,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
   exchange,
   type ExchangeResult,
   request,

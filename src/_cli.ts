@@ -213,6 +213,16 @@ export function parseChoice<T extends string>(
 }
 
 /**
+ * A string flag's value, if it was given.
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @returns The text, or undefined.
+ */
+export function optionalString(value: unknown): string | undefined {
+  return value === undefined ? undefined : String(value);
+}
+
+/**
  * Validates a `--host` value.
  *
  * @param value The flag's text, or undefined when not given.
@@ -454,4 +464,62 @@ export function printWarning(message: string): void {
 /** Colour only on a terminal; `@std/fmt/colors` itself honours NO_COLOR. */
 function colorize(styled: string): string {
   return Deno.stderr.isTerminal() ? styled : stripAnsiCode(styled);
+}
+
+/**
+ * Reads a PEM file named by a flag: certificates for `--cert` and `--ca`, a
+ * private key for `--key`.
+ *
+ * @param flag The flag, for the message.
+ * @param path The file.
+ * @returns The file's text.
+ * @throws {CliError} When it is missing (exit 1), not PEM (exit 1), or the
+ *   read permission was not granted (exit 2, naming `--allow-read=path`).
+ */
+export async function readPemFile(
+  flag: "cert" | "key" | "ca",
+  path: string,
+): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err: unknown) {
+    if (err instanceof Deno.errors.NotCapable) {
+      throw new CliError(
+        `Permission denied: reading ${path} (--${flag}) needs --allow-read=${path}`,
+        EXIT.PERMISSION,
+      );
+    }
+    if (err instanceof Deno.errors.NotFound) {
+      throw new CliError(
+        `No such file: ${path} (--${flag}) does not exist`,
+        EXIT.USAGE,
+      );
+    }
+    if (err instanceof Deno.errors.IsADirectory) {
+      throw new CliError(
+        `Not a file: ${path} (--${flag}) is a directory`,
+        EXIT.USAGE,
+      );
+    }
+    if (err instanceof Deno.errors.PermissionDenied) {
+      throw new CliError(
+        `Cannot read ${path} (--${flag}): ${errorMessage(err)}`,
+        EXIT.USAGE,
+      );
+    }
+    throw err;
+  }
+  const [label, what] = flag === "key"
+    ? [/-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, "PRIVATE KEY"]
+    : [/-----BEGIN CERTIFICATE-----/, "CERTIFICATE"];
+  if (!label.test(text)) {
+    throw new CliError(
+      /-----BEGIN [A-Z0-9 ]+-----/.test(text)
+        ? `Wrong PEM: ${path} (--${flag}) holds no "-----BEGIN ${what}-----" block`
+        : `Not PEM: ${path} (--${flag}) is not a PEM file (no "-----BEGIN ${what}-----" block)`,
+      EXIT.USAGE,
+    );
+  }
+  return text;
 }

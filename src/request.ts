@@ -30,7 +30,56 @@ export interface ConnectOptions {
    * @default {undefined}
    */
   path?: string;
+  /**
+   * Speak TLS (see {@linkcode ConnectTlsOptions}): {@linkcode connect}
+   * resolves once the handshake is done.
+   *
+   * @default {undefined} (plain TCP)
+   */
+  tls?: ConnectTlsOptions;
 }
+
+/** TLS options of {@linkcode connect}, as {@linkcode Deno.startTls} has them. */
+export interface ConnectTlsOptions {
+  /**
+   * PEM certificates of CAs to trust on top of the default roots (Deno's
+   * bundled Mozilla set, or the system's with `DENO_TLS_CA_STORE=system`).
+   *
+   * @default {[]}
+   */
+  caCerts?: string[];
+  /**
+   * The name sent in the handshake (SNI) and checked against the server's
+   * certificate.
+   *
+   * @default {the `hostname` connected to}
+   */
+  serverName?: string;
+  /**
+   * A client certificate chain (PEM) to present, with {@linkcode key}.
+   *
+   * @default {undefined}
+   */
+  cert?: string;
+  /**
+   * The client certificate's private key (PEM).
+   *
+   * @default {undefined}
+   */
+  key?: string;
+  /**
+   * Give up (closing the socket, rejecting with
+   * {@linkcode Deno.errors.TimedOut}) when the handshake takes longer than
+   * this many milliseconds: a server that does not speak TLS may never
+   * answer. 0 means no limit.
+   *
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
+}
+
+/** Default of {@linkcode ConnectTlsOptions.handshakeTimeout}, in milliseconds. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** Options for {@linkcode request}. */
 export interface RequestOptions extends ConnectOptions {
@@ -61,15 +110,80 @@ export interface RequestOptions extends ConnectOptions {
  * assertEquals((conn.remoteAddr as Deno.NetAddr).port, server.addr.port);
  * ```
  */
-export function connect(options: ConnectOptions = {}): Promise<Deno.Conn> {
+export async function connect(
+  options: ConnectOptions = {},
+): Promise<Deno.Conn> {
   if (options.path !== undefined) {
-    return Deno.connect({ transport: "unix", path: options.path });
+    return await Deno.connect({ transport: "unix", path: options.path });
   }
-  return Deno.connect({
-    hostname: options.hostname ?? CLIENT_HOST,
-    port: options.port ?? SERV_PORT,
-    transport: "tcp",
+  const hostname = options.hostname ?? CLIENT_HOST;
+  const port = options.port ?? SERV_PORT;
+  const { tls } = options;
+  if (tls === undefined) {
+    return await Deno.connect({ hostname, port, transport: "tcp" });
+  }
+  if (tls.cert !== undefined || tls.key !== undefined) {
+    // Deno.startTls cannot present a client certificate; connectTls can, with
+    // the name it connects to as the server's name.
+    if (tls.serverName !== undefined) {
+      throw new TypeError(
+        "Conflicting TLS options: a client certificate cannot be combined with serverName",
+      );
+    }
+    return await handshake(
+      Deno.connectTls({
+        hostname,
+        port,
+        caCerts: tls.caCerts,
+        cert: tls.cert ?? "",
+        key: tls.key ?? "",
+      }),
+      tls,
+    );
+  }
+  const tcp = await Deno.connect({ hostname, port, transport: "tcp" });
+  const conn = Deno.startTls(tcp, {
+    hostname: tls.serverName ?? hostname,
+    caCerts: tls.caCerts,
   });
+  return await handshake(conn, tls, tcp);
+}
+
+/**
+ * Completes the client side of a TLS handshake within its time limit; on
+ * failure closes the socket (`tcp`, while the TLS connection is not there
+ * yet).
+ */
+async function handshake(
+  connecting: Promise<Deno.TlsConn>,
+  tls: ConnectTlsOptions,
+  tcp?: Deno.TcpConn,
+): Promise<Deno.TlsConn> {
+  const limit = tls.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let conn: Deno.TlsConn | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    if (limit === 0) return;
+    timer = setTimeout(() => {
+      reject(
+        new Deno.errors.TimedOut(
+          `TLS handshake not complete within ${limit / 1000} s`,
+        ),
+      );
+    }, limit);
+  });
+  try {
+    conn = await Promise.race([connecting, expired]);
+    await Promise.race([conn.handshake(), expired]);
+    return conn;
+  } catch (err: unknown) {
+    if (conn !== undefined) closeQuietly(conn);
+    else if (tcp !== undefined) closeQuietly(tcp);
+    connecting.then(closeQuietly, () => {});
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** What {@linkcode exchange} did. */
@@ -162,6 +276,9 @@ async function receive(
       await sink(buf.subarray(0, n));
     }
   } catch (err: unknown) {
+    // Over TLS, a server that closes without close_notify has ended its
+    // reply all the same.
+    if (err instanceof Deno.errors.UnexpectedEof) return;
     if (!isPeerGone(err)) throw err;
     result.reset = true;
   }

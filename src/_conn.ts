@@ -32,3 +32,20 @@ export interface Listener<C extends Conn = Conn> {
   /** Stops listening. */
   close(): void;
 }
+
+/**
+ * A protocol step that runs on each new connection before the bytes flow (a
+ * TLS handshake, a PROXY-protocol header). It holds its own deadline.
+ */
+export interface ConnLayer {
+  /** Which step, for the log. */
+  readonly step: "tls" | "proxy";
+  /**
+   * Runs the step on a newly accepted connection.
+   *
+   * @param conn The accepted connection.
+   * @returns The connection to serve: right address, reader and writer.
+   * @throws When the client fails the step (the layer has closed `conn`).
+   */
+  open(conn: Conn): Promise<Conn>;
+}

@@ -11,7 +11,8 @@ export type CutOff = "idle-timeout" | "shutdown";
 
 /** What the server tracks of one open connection. */
 export interface Connection {
-  readonly conn: Conn;
+  /** The connection; a layer (TLS) replaces the accepted one once open. */
+  conn: Conn;
   /** When a byte last moved, on the table's coarse clock. */
   lastActive: number;
   /** Why the server closed it itself, if it did. */

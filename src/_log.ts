@@ -119,7 +119,7 @@ export class ServerLog {
     if (
       this.#options.quiet &&
       (event.type === "connect" || event.type === "close" ||
-        event.type === "refuse")
+        event.type === "refuse" || event.type === "open-error")
     ) {
       return;
     }
@@ -135,7 +135,7 @@ export class ServerLog {
         ? line
         : failed
         ? red(line)
-        : event.type === "refuse"
+        : event.type === "refuse" || event.type === "open-error"
         ? yellow(line)
         : line,
     );
@@ -161,6 +161,7 @@ export class ServerLog {
         refused: stats.refused,
         idleClosed: stats.idleClosed,
         shutdownClosed: stats.shutdownClosed,
+        handshakeErrors: stats.handshakeErrors,
         uptimeMs,
       }));
     } else {
@@ -171,6 +172,10 @@ export class ServerLog {
       } out, ${plural(stats.errors, "error")}${
         stats.refused > 0 ? `, ${stats.refused} refused` : ""
       }${stats.idleClosed > 0 ? `, ${stats.idleClosed} closed idle` : ""}${
+        stats.handshakeErrors > 0
+          ? `, ${stats.handshakeErrors} failed the TLS handshake`
+          : ""
+      }${
         stats.shutdownClosed > 0
           ? `, ${stats.shutdownClosed} cut off at shutdown`
           : ""
@@ -221,6 +226,10 @@ export function formatEvent(event: ServerEvent): string {
       }: ${event.maxConns} connections open (--max-conns)`;
     case "accept-error":
       return `accept failed: ${event.error}; retrying`;
+    case "open-error":
+      return `${
+        event.step === "tls" ? "TLS handshake failed" : "PROXY header rejected"
+      } from ${peer(event.remote, 0)}: ${event.error}`;
     case "shutdown":
       return `Shutting down: waiting up to ${event.graceMs / 1000} s for ${
         plural(event.open, "open connection")

@@ -10,7 +10,7 @@ import { MAXLINE, SERV_PORT, SERVER_HOST } from "./constants.ts";
 import { toUpperInPlace } from "./transform.ts";
 import { UnicodeUpperCaser } from "./unicode.ts";
 import { BufferPools, ReadBuffer } from "./_buffers.ts";
-import type { Conn, Listener } from "./_conn.ts";
+import type { Conn, ConnLayer, Listener } from "./_conn.ts";
 import { type Connection, ConnectionTable } from "./_connections.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 
@@ -47,6 +47,18 @@ export type ServerEvent =
     maxConns: number;
   }
   | { type: "accept-error"; error: string }
+  | {
+    /**
+     * A new connection failed a step before the bytes flow: the TLS
+     * handshake. It was closed; it is not counted as accepted.
+     */
+    type: "open-error";
+    /** The step: `"tls"`. */
+    step: "tls" | "proxy";
+    remote: Deno.Addr;
+    /** What went wrong, in words. */
+    error: string;
+  }
   | {
     /**
      * {@linkcode Server.shutdown} has closed the listener (after taking the
@@ -141,6 +153,8 @@ export interface ServerStats {
   bytesOut: number;
   /** Connections that ended with an error (reset, broken pipe, ...). */
   errors: number;
+  /** Connections that failed the TLS handshake (closed, not accepted). */
+  handshakeErrors: number;
 }
 
 /** Options for {@linkcode Server.shutdown}. */
@@ -192,8 +206,10 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     bytesIn: 0,
     bytesOut: 0,
     errors: 0,
+    handshakeErrors: 0,
   };
   #conns: ConnectionTable;
+  #layer: ConnLayer | undefined;
   #pools = new BufferPools();
   /** Set by the first {@linkcode Server.shutdown} call. */
   #closing = false;
@@ -209,8 +225,10 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     listener: Listener,
     options: ServeCommonOptions,
     cleanup?: () => void,
+    layer?: ConnLayer,
   ) {
     this.#listener = listener;
+    this.#layer = layer;
     this.addr = listener.addr as A;
     this.#once = options.once ?? false;
     this.#unicode = options.unicode ?? false;
@@ -324,7 +342,35 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     }
     // Echo each piece at once: no Nagle delay on small replies.
     conn.setNoDelay?.(true);
-    this.#handleConnection(conn);
+    // Tracked from here: the idle sweep and the shutdown reach a connection
+    // still in its TLS handshake too.
+    const c = this.#conns.add(conn);
+    if (this.#layer === undefined) this.#handleConnection(c);
+    else this.#open(c, this.#layer);
+  }
+
+  /** Runs the layer's step (the TLS handshake), then serves the client. */
+  async #open(c: Connection, layer: ConnLayer): Promise<void> {
+    const remote = c.conn.remoteAddr;
+    try {
+      c.conn = await layer.open(c.conn);
+    } catch (err: unknown) {
+      closeQuietly(c.conn);
+      this.#conns.delete(c);
+      this.#stats.handshakeErrors++;
+      this.#emit({
+        type: "open-error",
+        step: layer.step,
+        remote,
+        error: c.cutOff === "idle-timeout"
+          ? "closed by the idle timeout before the handshake was done"
+          : c.cutOff === "shutdown"
+          ? "closed at shutdown before the handshake was done"
+          : errorMessage(err),
+      });
+      return;
+    }
+    this.#handleConnection(c);
   }
 
   #refuse(conn: Conn): void {
@@ -343,11 +389,11 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
    * suspended frame, not a chain of them (about 1 KB less per idle
    * connection, measured).
    */
-  async #handleConnection(conn: Conn): Promise<void> {
+  async #handleConnection(c: Connection): Promise<void> {
     const stats = this.#stats;
     const id = ++stats.accepted;
+    const { conn } = c;
     const remote = conn.remoteAddr;
-    const c = this.#conns.add(conn);
     const table = this.#conns;
     let error: string | undefined;
     stats.active++;

@@ -11,21 +11,30 @@
  */
 
 import { MAXLINE, SERV_PORT, SERVER_HOST } from "./src/constants.ts";
-import { DEFAULT_GRACE_MS, serve, type Server } from "./src/serve.ts";
+import {
+  DEFAULT_GRACE_MS,
+  DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
+  serve,
+  type Server,
+} from "./src/serve.ts";
 import {
   CliError,
   EXIT,
   EXIT_CODES_HELP,
   explainNetworkError,
+  joinHostPort,
+  optionalString,
   parseChoice,
   parseCount,
   parseFlags,
   parseHost,
   parsePort,
   parseSeconds,
+  readPemFile,
   run,
 } from "./src/_cli.ts";
 import { LineWriter, type LogFormat, ServerLog } from "./src/_log.ts";
+import { errorMessage } from "./src/_io.ts";
 import { VERSION } from "./src/version.ts";
 
 /** The server's command-line options, validated. */
@@ -46,6 +55,12 @@ export interface ServerCliOptions {
   idleTimeout: number;
   /** Shutdown drain time, in milliseconds. */
   grace: number;
+  /** A PEM certificate (chain) file: TLS on, with {@linkcode key}. */
+  cert: string | undefined;
+  /** The certificate's PEM private key file. */
+  key: string | undefined;
+  /** TLS: close a client whose handshake is not done by then, in ms; 0: never. */
+  handshakeTimeout: number;
   /** Leave out the per-connection log lines. */
   quiet: boolean;
   logFormat: LogFormat;
@@ -66,6 +81,9 @@ export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
   maxConns: 0,
   idleTimeout: 0,
   grace: DEFAULT_GRACE_MS,
+  cert: undefined,
+  key: undefined,
+  handshakeTimeout: DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
   quiet: false,
   logFormat: "text",
   help: false,
@@ -89,6 +107,9 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       "idle-timeout",
       "grace",
       "log-format",
+      "cert",
+      "key",
+      "handshake-timeout",
     ],
     boolean: ["once", "unicode", "quiet", "help", "version"],
     alias: { h: "help", V: "version", q: "quiet" },
@@ -113,6 +134,13 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       d.idleTimeout,
     ),
     grace: parseSeconds("grace", flags.grace, d.grace),
+    cert: optionalString(flags.cert),
+    key: optionalString(flags.key),
+    handshakeTimeout: parseSeconds(
+      "handshake-timeout",
+      flags["handshake-timeout"],
+      d.handshakeTimeout,
+    ),
     quiet: flags.quiet === true,
     logFormat: parseChoice("log-format", flags["log-format"], [
       "text",
@@ -127,6 +155,26 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
   ) {
     throw new CliError(
       "Conflicting flags: --unix cannot be combined with --host or --port",
+      EXIT.USAGE,
+    );
+  }
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new CliError(
+      `Missing flag: --${
+        options.cert === undefined ? "cert" : "key"
+      } goes with --${options.cert === undefined ? "key" : "cert"}`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.cert === undefined && flags["handshake-timeout"] !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --handshake-timeout goes with --cert and --key",
+      EXIT.USAGE,
+    );
+  }
+  if (options.cert !== undefined && options.unix !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --cert and --key (TLS) cannot be combined with --unix",
       EXIT.USAGE,
     );
   }
@@ -146,6 +194,7 @@ Every byte a client sends comes back with a-z upper-cased, until it half-closes.
 
 Usage:
   deno run --allow-net=HOST:PORT server.ts [options]
+  deno run --allow-net=HOST:PORT --allow-read=CERT,KEY server.ts --cert CERT --key KEY [options]
   deno run --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH server.ts --unix PATH [options]
 
 Options:
@@ -162,6 +211,14 @@ Options:
                          (default 0: never)
   --grace SECONDS        on SIGINT/SIGTERM, time open connections get to finish
                          (default ${d.grace / 1000})
+  --cert FILE            serve TLS with the certificate (chain) in FILE (PEM)
+  --key FILE             and its private key in FILE (PEM); both need
+                         --allow-read for the files
+  --handshake-timeout SECONDS
+                         TLS: close a client whose handshake is not done by
+                         then, even without --idle-timeout (default ${
+    d.handshakeTimeout / 1000
+  }; 0: never)
   -q, --quiet            no per-connection log lines
   --log-format FORMAT    text or json, one line per event (default ${d.logFormat})
   -h, --help             show this help
@@ -179,6 +236,13 @@ ${EXIT_CODES_HELP}`);
 
 /** Starts the server, replacing a stale Unix socket nobody answers on. */
 async function start(options: ServerCliOptions, log: ServerLog) {
+  const tls = options.cert === undefined || options.key === undefined
+    ? undefined
+    : {
+      cert: await readPemFile("cert", options.cert),
+      key: await readPemFile("key", options.key),
+      handshakeTimeout: options.handshakeTimeout,
+    };
   const common = {
     once: options.once,
     unicode: options.unicode,
@@ -191,11 +255,13 @@ async function start(options: ServerCliOptions, log: ServerLog) {
     try {
       return serve({
         ...common,
+        ...tls,
         hostname: options.hostname,
         port: options.port,
       });
     } catch (err: unknown) {
-      throw explainNetworkError(err, { action: "listen", ...options });
+      throw explainTlsSetupError(err, options) ??
+        explainNetworkError(err, { action: "listen", ...options });
     }
   }
   try {
@@ -211,6 +277,42 @@ async function start(options: ServerCliOptions, log: ServerLog) {
   } catch (err: unknown) {
     throw explainNetworkError(err, { action: "listen", path: unix });
   }
+}
+
+/** A certificate and key that TLS cannot use: one line, exit 1. */
+function explainTlsSetupError(
+  err: unknown,
+  options: ServerCliOptions,
+): CliError | undefined {
+  if (options.cert === undefined || !(err instanceof Error)) return undefined;
+  if (
+    err instanceof Deno.errors.NotCapable && /127\.0\.0\.1:0/.test(err.message)
+  ) {
+    const address = joinHostPort(options.hostname, options.port);
+    return new CliError(
+      `Permission denied: TLS without --allow-ffi relays each client through a listener on 127.0.0.1, which needs --allow-net=${address},127.0.0.1 (or grant --allow-ffi: stalled handshakes are then freed with shutdown(2), and TLS runs about twice as fast)`,
+      EXIT.PERMISSION,
+    );
+  }
+  if (/KeyMismatch|keys may not be consistent/.test(err.message)) {
+    return new CliError(
+      `Key mismatch: the key in ${options.key} does not belong to the certificate in ${options.cert}`,
+      EXIT.USAGE,
+    );
+  }
+  if (
+    /No certificates found|No keys found|certificate|private key/i.test(
+      err.message,
+    )
+  ) {
+    return new CliError(
+      `Unusable TLS files: ${options.cert}, ${options.key}: ${
+        errorMessage(err)
+      }`,
+      EXIT.USAGE,
+    );
+  }
+  return undefined;
 }
 
 /** A socket file that refuses connections: left behind by a dead server. */

@@ -12,7 +12,7 @@ export const EXIT = {
   OK: 0,
   /** Bad or missing arguments (the seed's usage line included). */
   USAGE: 1,
-  /** The network permission was not granted. */
+  /** A permission (network, or reading a file) was not granted. */
   PERMISSION: 2,
   /** Cannot listen or connect: address in use, refused, unknown host. */
   NETWORK: 3,
@@ -27,9 +27,10 @@ export const EXIT = {
 /** The exit-code table printed at the end of both tools' `--help`. */
 export const EXIT_CODES_HELP = `Exit codes:
   0   success
-  1   usage: bad or missing arguments
-  2   the network permission was not granted (see the --allow-net hint)
-  3   cannot listen or connect: address in use, connection refused, unknown host
+  1   usage: bad or missing arguments, or unusable files (--cert, --key, --ca)
+  2   a permission was not granted (the message names the --allow-... flag)
+  3   cannot listen or connect: address in use, connection refused, unknown
+      host, a TLS handshake that failed
   4   timed out
   5   connection lost: closed or reset before the reply was complete
   70  internal error (a bug: please report the stack trace)`;

@@ -204,7 +204,9 @@ export class ServerLog {
 export function formatEvent(event: ServerEvent): string {
   switch (event.type) {
     case "listen":
-      return `Accepting connections on ${formatAddr(event.addr)} ...`;
+      return `Accepting ${event.tls ? "TLS " : ""}connections on ${
+        formatAddr(event.addr)
+      } ...`;
     case "connect":
       return `received from ${peer(event.remote, event.id)}`;
     case "close": {

@@ -13,10 +13,19 @@ import { BufferPools, ReadBuffer } from "./_buffers.ts";
 import type { Conn, ConnLayer, Listener } from "./_conn.ts";
 import { type Connection, ConnectionTable } from "./_connections.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
+import { listenTls } from "./_tls.ts";
 
 /** Something the server did, for logging. See {@linkcode ServeOptions.onEvent}. */
 export type ServerEvent =
-  | { type: "listen"; addr: Deno.Addr }
+  | {
+    type: "listen";
+    addr: Deno.Addr;
+    /**
+     * Set when the server speaks TLS: how it frees clients that never finish
+     * their handshake (see {@linkcode ServeOptions.cert}).
+     */
+    tls?: "shutdown" | "relay";
+  }
   | {
     type: "connect";
     /** The connection's number: 1 for the first accepted, and so on. */
@@ -124,7 +133,35 @@ export interface ServeOptions extends ServeCommonOptions {
    * @default {6666}
    */
   port?: number;
+  /**
+   * Serve TLS with this certificate chain (PEM), with {@linkcode key}; the
+   * protocol inside is unchanged. A client that connects and never finishes
+   * its handshake is closed after {@linkcode handshakeTimeout} (or the idle
+   * timeout, if shorter), and really freed: with `--allow-ffi` granted (on
+   * Linux) through `shutdown(2)`, else by relaying every connection through
+   * an in-process TLS listener on a loopback port (about half the round
+   * trips per second).
+   *
+   * @default {undefined} (plain TCP)
+   */
+  cert?: string;
+  /**
+   * The private key (PEM) of {@linkcode cert}.
+   *
+   * @default {undefined}
+   */
+  key?: string;
+  /**
+   * With TLS: close a client whose handshake is not done after this many
+   * milliseconds. 0 means never (the idle timeout still applies).
+   *
+   * @default {10000}
+   */
+  handshakeTimeout?: number;
 }
+
+/** Default of {@linkcode ServeOptions.handshakeTimeout}, in milliseconds. */
+export const DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** Options for {@linkcode serve} on a Unix domain socket. */
 export interface ServeUnixOptions extends ServeCommonOptions {
@@ -226,6 +263,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     options: ServeCommonOptions,
     cleanup?: () => void,
     layer?: ConnLayer,
+    tls?: "shutdown" | "relay",
   ) {
     this.#listener = listener;
     this.#layer = layer;
@@ -236,7 +274,11 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#conns = new ConnectionTable(options.idleTimeout ?? 0);
     this.#emit = options.onEvent ?? (() => {});
     this.#cleanup = cleanup;
-    this.#emit({ type: "listen", addr: this.addr });
+    this.#emit(
+      tls === undefined
+        ? { type: "listen", addr: this.addr }
+        : { type: "listen", addr: this.addr, tls },
+    );
     this.finished = this.#acceptLoop();
   }
 
@@ -523,11 +565,26 @@ export function serve(
       removeQuietly(path);
     });
   }
-  const listener = Deno.listen({
+  const address = {
     hostname: options.hostname ?? SERVER_HOST,
     port: options.port ?? SERV_PORT,
-    transport: "tcp",
-  });
+  };
+  if (options.cert !== undefined || options.key !== undefined) {
+    const path = listenTls(address, {
+      cert: options.cert ?? "",
+      key: options.key ?? "",
+      handshakeTimeout: options.handshakeTimeout ??
+        DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
+    });
+    return new Server<Deno.NetAddr>(
+      path.listener,
+      options,
+      () => path.close(),
+      path.layer,
+      path.mode,
+    );
+  }
+  const listener = Deno.listen({ ...address, transport: "tcp" });
   return new Server<Deno.NetAddr>(listener, options);
 }
 

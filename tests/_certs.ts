@@ -184,7 +184,11 @@ export async function makeTestCerts(dir?: string): Promise<TestCerts> {
   await ca(dir, "rogue-ca", "/CN=a CA nobody trusts");
   const local = "DNS:localhost,IP:127.0.0.1,IP:::1";
   const server = { ca: "ca", usage: "serverAuth" } as const;
-  await leaf(dir, "server", { ...server, subject: "/CN=localhost", san: local });
+  await leaf(dir, "server", {
+    ...server,
+    subject: "/CN=localhost",
+    san: local,
+  });
   await leaf(dir, "other", {
     ...server,
     subject: "/CN=other.test",

@@ -193,11 +193,13 @@ export function denoRun(
   script: "server.ts" | "client.ts",
   allowNet: string,
   args: string[],
+  flags: string[] = [],
 ): string[] {
   return [
     "run",
     "--no-prompt",
     `--allow-net=${allowNet}`,
+    ...flags,
     new URL(script, ROOT).pathname,
     ...args,
   ];
@@ -326,16 +328,16 @@ export class ServerProcess {
     args: string[] = [],
     hostname = "127.0.0.1",
     unix?: string,
+    permissions: { allowNet?: string; flags?: string[] } = {},
   ): Promise<ServerProcess> {
     const child = new Deno.Command(Deno.execPath(), {
       args: unix === undefined
-        ? denoRun("server.ts", `${bracket(hostname)}:0`, [
-          "--host",
-          hostname,
-          "--port",
-          "0",
-          ...args,
-        ])
+        ? denoRun(
+          "server.ts",
+          permissions.allowNet ?? `${bracket(hostname)}:0`,
+          ["--host", hostname, "--port", "0", ...args],
+          permissions.flags,
+        )
         : denoRunUnix("server.ts", unix, args),
       stdin: "null",
       stdout: "piped",
@@ -359,10 +361,12 @@ export class ServerProcess {
     clearTimeout(timer);
     const match = first.done
       ? null
-      : /^Accepting connections on (?:.*:(\d+)|\/.*) \.\.\.$/.exec(
+      : /^Accepting (?:TLS )?connections on (?:.*:(\d+)|\/.*) \.\.\.$/.exec(
         first.value,
       ) ??
-        /^\{.*"event":"listen","addr":"(?:.*:(\d+)|\/.*)"\}$/.exec(first.value);
+        /^\{.*"event":"listen","addr":"(?:.*:(\d+)|\/[^"]*)"[,}]/.exec(
+          first.value,
+        );
     if (!match) {
       child.kill("SIGKILL");
       await child.status;

@@ -1,0 +1,121 @@
+// Copyright the upcase authors. MIT license.
+// shutdown(2) of a TCP socket this process holds, found by its two
+// addresses, through FFI to libc (Linux). Deno gives no way to reach the
+// socket under a Deno.TlsConn whose handshake never finished: close() leaves
+// it to the handshake task, which waits for the peer for ever. After
+// shutdown(SHUT_RDWR) that task reads EOF, fails and frees the socket, and the
+// peer gets its FIN. shutdown() does not close the descriptor, so a number
+// that was reused in between cannot be hit: the match is by both addresses.
+// Internal.
+
+const AF_INET = 2;
+const AF_INET6 = 10;
+const SHUT_RDWR = 2;
+const RLIMIT_NOFILE = 7;
+/** Descriptors looked at when the soft limit cannot be read. */
+const FALLBACK_FD_LIMIT = 65_536;
+
+const SYMBOLS = {
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+} as const;
+
+let libc: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
+
+/**
+ * Whether stalled sockets can be shut down here: Linux, with `--allow-ffi`
+ * granted.
+ *
+ * @returns True when {@linkcode shutdownSockets} can work.
+ */
+export function canShutdownSockets(): boolean {
+  if (Deno.build.os !== "linux") return false;
+  return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+}
+
+function open(): Deno.DynamicLibrary<typeof SYMBOLS> {
+  libc ??= Deno.dlopen("libc.so.6", SYMBOLS);
+  return libc;
+}
+
+const sockaddr = new Uint8Array(128);
+const socklen = new Uint32Array(1);
+
+/** `host|port` of a socket's local or remote address, or undefined. */
+function addressOf(fd: number, peer: boolean): string | undefined {
+  const { symbols } = open();
+  socklen[0] = sockaddr.length;
+  const status = peer
+    ? symbols.getpeername(fd, sockaddr, socklen)
+    : symbols.getsockname(fd, sockaddr, socklen);
+  if (status !== 0) return undefined;
+  const family = sockaddr[0]! | (sockaddr[1]! << 8);
+  const port = (sockaddr[2]! << 8) | sockaddr[3]!;
+  if (family === AF_INET) return `${sockaddr.subarray(4, 8).join(".")}|${port}`;
+  if (family !== AF_INET6) return undefined;
+  const view = new DataView(sockaddr.buffer, 8, 16);
+  const groups = Array.from({ length: 8 }, (_, i) => view.getUint16(i * 2));
+  if (groups.slice(0, 6).join() === "0,0,0,0,0,65535") {
+    // An IPv4-mapped address: Deno reports it as the IPv4 one.
+    return `${sockaddr.subarray(20, 24).join(".")}|${port}`;
+  }
+  return `${groups.map((g) => g.toString(16)).join(":")}|${port}`;
+}
+
+/** The same form as {@linkcode addressOf} for a Deno address. */
+function normalize(addr: Deno.NetAddr): string {
+  let host = addr.hostname;
+  if (host.includes(":")) {
+    const [head = "", tail] = host.split("::");
+    const left = head === "" ? [] : head.split(":");
+    const right = tail === undefined || tail === "" ? [] : tail.split(":");
+    const zeros = tail === undefined
+      ? []
+      : Array(8 - left.length - right.length).fill("0");
+    host = [...left, ...zeros, ...right]
+      .map((g) => parseInt(g || "0", 16).toString(16)).join(":");
+  }
+  return `${host}|${addr.port}`;
+}
+
+function fdLimit(): number {
+  const limits = new BigUint64Array(2);
+  if (open().symbols.getrlimit(RLIMIT_NOFILE, limits) !== 0) {
+    return FALLBACK_FD_LIMIT;
+  }
+  return Number(limits[0]! < 1_048_576n ? limits[0]! : 1_048_576n);
+}
+
+/**
+ * Shuts down (both ways) every socket of this process connected between the
+ * two addresses of one of `conns`. Descriptors are looked at from the lowest
+ * up, stopping once all are found (the kernel hands out the lowest free
+ * number, so new sockets sit low).
+ *
+ * @param conns The connections, by their addresses.
+ * @returns How many sockets were shut down.
+ */
+export function shutdownSockets(
+  conns: readonly { localAddr: Deno.Addr; remoteAddr: Deno.Addr }[],
+): number {
+  const wanted = new Set<string>();
+  for (const c of conns) {
+    if (c.localAddr.transport !== "tcp" || c.remoteAddr.transport !== "tcp") {
+      continue;
+    }
+    wanted.add(`${normalize(c.localAddr)}/${normalize(c.remoteAddr)}`);
+  }
+  let done = 0;
+  const limit = wanted.size === 0 ? 0 : fdLimit();
+  for (let fd = 3; fd < limit && done < wanted.size; fd++) {
+    const local = addressOf(fd, false);
+    if (local === undefined) continue;
+    const remote = addressOf(fd, true);
+    if (remote === undefined || !wanted.has(`${local}/${remote}`)) continue;
+    open().symbols.shutdown(fd, SHUT_RDWR);
+    done++;
+  }
+  return done;
+}

@@ -1,0 +1,371 @@
+// Copyright the upcase authors. MIT license.
+// The TLS accept path: a listener and a layer that hand the server
+// connections whose handshake is done and whose reads and writes are the
+// plaintext, so the per-connection code does not know TLS is there.
+//
+// The hard part is a client that connects and never finishes its handshake.
+// With Deno 2.9.6, close() on a Deno.TlsConn whose handshake has not finished
+// leaves the TCP socket to rustls's handshake task, which waits for the peer
+// for ever: every silent client would keep a descriptor. Two ways free them:
+// - "shutdown" (with --allow-ffi, on Linux): Deno.listenTls as it is; a
+//   connection closed before its handshake is done also gets shutdown(2)
+//   through FFI (see _socket_shutdown.ts). As fast as Deno.listenTls.
+// - "relay" (no extra permission): the server accepts plain TCP itself and
+//   relays the bytes to an in-process Deno.listenTls on a loopback port;
+//   closing the plain socket ends the inner handshake. About half the round
+//   trips per second of the other way.
+// Internal.
+
+import type { Conn, ConnLayer, Listener } from "./_conn.ts";
+import { closeQuietly, writeAll } from "./_io.ts";
+import { canShutdownSockets, shutdownSockets } from "./_socket_shutdown.ts";
+import { describeTlsFailure, formatTlsFailure } from "./_tls_errors.ts";
+
+/** The server's TLS settings. */
+export interface TlsServerOptions {
+  /** The certificate chain, PEM. */
+  cert: string;
+  /** Its private key, PEM. */
+  key: string;
+  /** Close a client whose handshake is not done by then, in ms; 0: never. */
+  handshakeTimeout: number;
+}
+
+/** How stalled handshakes are freed; see the top of this file. */
+export type TlsAcceptMode = "shutdown" | "relay";
+
+/** What {@linkcode listenTls} sets up. */
+export interface TlsAcceptPath {
+  /** What the server accepts from. */
+  listener: Listener;
+  /** The handshake, run on each accepted connection. */
+  layer: ConnLayer;
+  /** Which way stalled handshakes are freed. */
+  mode: TlsAcceptMode;
+  /** Releases what the path holds besides the listener. */
+  close(): void;
+}
+
+/**
+ * Listens for TLS clients on `hostname:port`.
+ *
+ * @param address Where to listen.
+ * @param tls The certificate, key and handshake limit.
+ * @param mode The way to free stalled handshakes; by default "shutdown"
+ *   where it can work, else "relay".
+ * @returns The accept path.
+ * @throws {Error} When the key does not match the certificate (`KeyMismatch`)
+ *   or either is not usable, and what {@linkcode Deno.listen} throws.
+ */
+export function listenTls(
+  address: { hostname: string; port: number },
+  tls: TlsServerOptions,
+  mode: TlsAcceptMode = canShutdownSockets() ? "shutdown" : "relay",
+): TlsAcceptPath {
+  return mode === "shutdown"
+    ? listenTlsDirect(address, tls)
+    : listenTlsRelayed(address, tls);
+}
+
+/** Why a handshake failed, in words, as an Error for the server's log. */
+function handshakeError(err: unknown, timedOut: boolean, limit: number): Error {
+  if (timedOut) {
+    return new Error(
+      `no TLS handshake within ${limit / 1000} s (--handshake-timeout)`,
+    );
+  }
+  if (err instanceof Deno.errors.ConnectionReset) {
+    return new Error("the client reset the connection during the handshake");
+  }
+  const failure = describeTlsFailure(err, "client");
+  return failure === undefined
+    ? err instanceof Error ? err : new Error(String(err))
+    : new Error(formatTlsFailure(failure));
+}
+
+/**
+ * Runs `handshake` within the limit; on expiry calls `abort` (which must make
+ * the handshake fail) and rejects.
+ */
+async function withinLimit(
+  handshake: () => Promise<unknown>,
+  limit: number,
+  abort: () => void,
+): Promise<void> {
+  let timedOut = false;
+  const timer = limit > 0
+    ? setTimeout(() => {
+      timedOut = true;
+      abort();
+    }, limit)
+    : undefined;
+  try {
+    await handshake();
+  } catch (err: unknown) {
+    throw handshakeError(err, timedOut, limit);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A server-side TLS connection as the per-connection code wants it: a client
+ * that ends with a bare TCP FIN and no `close_notify` (ncat `--ssl` and many
+ * others; Deno reports `UnexpectedEof`) has ended its request, like EOF.
+ */
+class TlsServerConn implements Conn {
+  readonly remoteAddr: Deno.Addr;
+  readonly localAddr: Deno.Addr;
+  #tls: Deno.TlsConn;
+  #onClose: (conn: TlsServerConn) => void;
+
+  constructor(tls: Deno.TlsConn, onClose: (conn: TlsServerConn) => void) {
+    this.#tls = tls;
+    this.remoteAddr = tls.remoteAddr;
+    this.localAddr = tls.localAddr;
+    this.#onClose = onClose;
+  }
+
+  handshake(): Promise<unknown> {
+    return this.#tls.handshake();
+  }
+
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#tls.read(p).catch(endOfRequest);
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.#tls.write(p);
+  }
+
+  closeWrite(): Promise<void> {
+    return this.#tls.closeWrite();
+  }
+
+  close(): void {
+    this.#tls.close();
+    this.#onClose(this);
+  }
+}
+
+function endOfRequest(err: unknown): null {
+  if (err instanceof Deno.errors.UnexpectedEof) return null;
+  throw err;
+}
+
+/**
+ * "shutdown": Deno.listenTls; a connection closed before its handshake is
+ * done is shut down through FFI as well, in batches (one pass over the
+ * descriptors for all closed in one turn of the event loop).
+ */
+function listenTlsDirect(
+  address: { hostname: string; port: number },
+  tls: TlsServerOptions,
+): TlsAcceptPath {
+  const inner = Deno.listenTls({ ...address, cert: tls.cert, key: tls.key });
+  const handshaken = new WeakSet<TlsServerConn>();
+  let stalled: TlsServerConn[] = [];
+  const onClose = (conn: TlsServerConn) => {
+    if (handshaken.has(conn)) return;
+    if (stalled.length === 0) {
+      setTimeout(() => {
+        const batch = stalled;
+        stalled = [];
+        shutdownSockets(batch);
+      }, 0);
+    }
+    stalled.push(conn);
+  };
+  const listener: Listener<TlsServerConn> = {
+    addr: inner.addr,
+    accept: async () => new TlsServerConn(await inner.accept(), onClose),
+    close: () => inner.close(),
+  };
+  const layer: ConnLayer = {
+    step: "tls",
+    async open(conn: Conn): Promise<Conn> {
+      const c = conn as TlsServerConn;
+      await withinLimit(() => c.handshake(), tls.handshakeTimeout, () => {
+        closeQuietly(c);
+      });
+      handshaken.add(c);
+      return c;
+    },
+  };
+  return { listener, layer, mode: "shutdown", close: () => {} };
+}
+
+/** How long a relayed connection's last reply bytes may take to go out. */
+const RELAY_DRAIN_LIMIT_MS = 2000;
+/** The relay's buffer, each way. */
+const RELAY_BUFFER_SIZE = 64 * 1024;
+/** An inner connection nobody claims is closed after this long. */
+const RENDEZVOUS_LIMIT_MS = 1000;
+
+/** Copies `from` to `to` until `from` ends, then half-closes `to`. */
+async function relay(from: Conn, to: Conn): Promise<void> {
+  const buf = new Uint8Array(RELAY_BUFFER_SIZE);
+  while (true) {
+    const n = await from.read(buf);
+    if (n === null) break;
+    await writeAll(to, buf.subarray(0, n));
+  }
+  await to.closeWrite();
+}
+
+/** A relayed TLS connection: plaintext here, TLS on the client's socket. */
+class RelayedConn implements Conn {
+  readonly remoteAddr: Deno.Addr;
+  readonly localAddr: Deno.Addr;
+  #tls: Deno.TlsConn;
+  #raw: Conn;
+  #up: Deno.TcpConn;
+  #down: Promise<void>;
+  #closed = false;
+
+  constructor(
+    tls: Deno.TlsConn,
+    raw: Conn,
+    up: Deno.TcpConn,
+    down: Promise<void>,
+  ) {
+    this.#tls = tls;
+    this.#raw = raw;
+    this.#up = up;
+    this.#down = down;
+    this.remoteAddr = raw.remoteAddr;
+    this.localAddr = raw.localAddr;
+  }
+
+  read(p: Uint8Array): Promise<number | null> {
+    return this.#tls.read(p).catch(endOfRequest);
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    return this.#tls.write(p);
+  }
+
+  closeWrite(): Promise<void> {
+    return this.#tls.closeWrite();
+  }
+
+  /** Closes the TLS side; the plain sockets once the reply has gone out. */
+  close(): void {
+    if (this.#closed) throw new Deno.errors.BadResource("Already closed");
+    this.#closed = true;
+    closeQuietly(this.#tls);
+    const done = () => {
+      clearTimeout(timer);
+      closeQuietly(this.#raw);
+      closeQuietly(this.#up);
+    };
+    const timer = setTimeout(done, RELAY_DRAIN_LIMIT_MS);
+    this.#down.then(done, done);
+  }
+}
+
+/** "relay": plain TCP accepted here, relayed to an inner Deno.listenTls. */
+function listenTlsRelayed(
+  address: { hostname: string; port: number },
+  tls: TlsServerOptions,
+): TlsAcceptPath {
+  const inner = Deno.listenTls({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: tls.cert,
+    key: tls.key,
+  });
+  let outer: Deno.TcpListener;
+  try {
+    outer = Deno.listen({ ...address, transport: "tcp" });
+  } catch (err: unknown) {
+    inner.close();
+    throw err;
+  }
+  const innerAddr = inner.addr as Deno.NetAddr;
+  // Inner connections by the port they came from: the relay's own socket.
+  const waiting = new Map<number, (conn: Deno.TlsConn) => void>();
+  const early = new Map<number, Deno.TlsConn>();
+  (async () => {
+    for await (const conn of inner) {
+      const port = (conn.remoteAddr as Deno.NetAddr).port;
+      const claim = waiting.get(port);
+      if (claim !== undefined) {
+        waiting.delete(port);
+        claim(conn);
+        continue;
+      }
+      early.set(port, conn);
+      setTimeout(() => {
+        if (early.get(port) !== conn) return;
+        early.delete(port);
+        closeQuietly(conn);
+      }, RENDEZVOUS_LIMIT_MS);
+    }
+  })().catch(() => {}); // ends when closed
+  const claim = (port: number) => {
+    const conn = early.get(port);
+    if (conn !== undefined) {
+      early.delete(port);
+      return Promise.resolve(conn);
+    }
+    return new Promise<Deno.TlsConn>((resolve) => waiting.set(port, resolve));
+  };
+  const layer: ConnLayer = {
+    step: "tls",
+    async open(raw: Conn): Promise<Conn> {
+      let up: Deno.TcpConn | undefined;
+      let tlsConn: Deno.TlsConn | undefined;
+      let upPort = 0;
+      let rawError: unknown;
+      const abort = () => {
+        closeQuietly(raw);
+        if (up !== undefined) closeQuietly(up);
+        if (tlsConn !== undefined) closeQuietly(tlsConn);
+        waiting.delete(upPort);
+      };
+      let down: Promise<void> = Promise.resolve();
+      try {
+        await withinLimit(
+          async () => {
+            up = await Deno.connect({
+              hostname: innerAddr.hostname,
+              port: innerAddr.port,
+            });
+            up.setNoDelay(true);
+            upPort = (up.localAddr as Deno.NetAddr).port;
+            const claimed = claim(upPort);
+            const upRef = up;
+            relay(raw, upRef).catch((err: unknown) => {
+              rawError ??= err;
+              closeQuietly(upRef);
+            });
+            // The client has gone: the server's writes must fail, not block.
+            down = relay(upRef, raw).catch(() => closeQuietly(upRef));
+            tlsConn = await claimed;
+            await tlsConn.handshake();
+          },
+          tls.handshakeTimeout,
+          abort,
+        );
+      } catch (err: unknown) {
+        abort();
+        if (rawError instanceof Deno.errors.ConnectionReset) {
+          throw handshakeError(rawError, false, tls.handshakeTimeout);
+        }
+        throw err;
+      }
+      return new RelayedConn(tlsConn!, raw, up!, down);
+    },
+  };
+  return {
+    listener: outer,
+    layer,
+    mode: "relay",
+    close: () => {
+      closeQuietly(inner);
+      for (const conn of early.values()) closeQuietly(conn);
+      early.clear();
+    },
+  };
+}

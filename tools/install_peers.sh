@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs (with apt-get, as root) the Debian packages whose programs the
+# test suite uses as real peers: ncat and socat (TLS clients and servers),
+# openssl (certificates, a TLS 1.2 client), util-linux's script (a pty),
+# iproute2's ss (what the kernel holds). Installs only what is missing.
+set -euo pipefail
+packages=(ncat socat openssl util-linux iproute2)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+echo "installing: ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -30,6 +30,18 @@
  *            them until stdin reaches EOF, SIGTERM/SIGINT, or -H seconds;
  *            then closes all.
  *
+ * TLS:     --tls (rtt, stream, oneshot) speaks TLS over every connection,
+ *          with OpenSSL: SNI "localhost", the peer verified against --ca FILE
+ *          (PEM) for the name localhost, no session resumption (every
+ *          connection does a full handshake). A connection counts as
+ *          connected once its handshake is done; the oneshot latency and
+ *          rate include the handshake. The half-close is a close_notify
+ *          (SSL_shutdown) after the last byte of the request; the reply is
+ *          read until the server's close_notify or its TCP close (a close
+ *          without close_notify after the whole reply is counted in
+ *          tls_unclean_eofs, not as an error). Only when built with
+ *          -DLOADGEN_TLS (and -lssl -lcrypto); otherwise --tls fails.
+ *
  * Every mode: -S N spreads the connections over the source addresses
  * 127.0.0.1 .. 127.0.0.N (all loopback; default 64 for oneshot, else 1).
  * Each oneshot connection leaves a TIME_WAIT socket on the generator's side
@@ -48,14 +60,18 @@
  * own CPU time (getrusage) in the measured window, which lasted window_s
  * seconds: see window_open(). Before the JSON, stdout has "mark start" and
  * "mark end" lines (and "ready connected=N" in idle mode). Diagnostics go to
- * stderr.
+ * stderr. With --tls the JSON also has "tls":true, "tls_protocol",
+ * "tls_cipher" (of the first connection), "tls_resumed" (handshakes that
+ * resumed a session: 0) and "tls_unclean_eofs".
  *
  * Build:  cc -O2 -Wall -Wextra -o loadgen loadgen.c
+ *   TLS:  cc -O2 -Wall -Wextra -DLOADGEN_TLS -o loadgen loadgen.c -lssl -lcrypto
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -71,6 +87,12 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "c_common.h"
+#ifdef LOADGEN_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#endif
 
 /* ---------------------------------------------------------------- basics */
 
@@ -105,11 +127,6 @@ static uint64_t rng(void) {
   return rng_state * 0x2545f4914f6cdd1du;
 }
 
-static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) {
-  (void)sig;
-  stop_requested = 1;
-}
 
 /* ------------------------------------------------------ latency histogram */
 
@@ -169,6 +186,7 @@ enum state {
   ST_CLOSED,     /* no socket */
   ST_WAITING,    /* closed after an error; reopened at retry_at */
   ST_CONNECTING, /* non-blocking connect in progress */
+  ST_HANDSHAKE,  /* TLS handshake in progress */
   ST_ACTIVE,     /* connected, exchanging */
   ST_DONE,       /* finished its work (stream, idle) */
 };
@@ -181,6 +199,11 @@ struct conn {
   uint64_t retry_at;
   size_t sent, recvd, total;  /* progress of the current op (stream: all) */
   unsigned char *msg, *expect; /* rtt, oneshot: message, expected reply */
+#ifdef LOADGEN_TLS
+  SSL *ssl;         /* --tls: the session, from the handshake on */
+#endif
+  int want_out;     /* --tls: the last SSL call waits to write */
+  int shut_pending; /* --tls: the close_notify is still to be sent */
 };
 
 /* Options. */
@@ -193,6 +216,8 @@ static uint64_t stream_total = 1ull << 30;
 static int ping = 1;
 static long nsources = -1; /* -S: source addresses 127.0.0.1 .. 127.0.0.N */
 static long next_source;
+static int use_tls;         /* --tls */
+static const char *ca_file; /* --ca */
 
 /* State. */
 static int epfd;
@@ -210,12 +235,24 @@ static int stream_timed_out;
 static uint64_t connect_call_max;
 static long waiting; /* conns in ST_WAITING */
 static uint64_t early_send_misses; /* oneshot: not yet connected after connect() */
+#ifdef LOADGEN_TLS
+#define IS_TLS(c) ((c)->ssl != NULL)
+#else
+#define IS_TLS(c) 0
+#endif
+/* --tls: the reason of the last TLS failure (errno is then EPROTO). */
+static char tls_reason[120];
 
 static void note_error(const char *what, int err) {
   errors++;
   if (first_error[0] == '\0') {
-    snprintf(first_error, sizeof first_error, "%s: %s", what,
-             err ? strerror(err) : "unexpected");
+    const char *why = err == EPROTO && tls_reason[0] ? tls_reason
+                      : err                          ? strerror(err)
+                                                     : "unexpected";
+    snprintf(first_error, sizeof first_error, "%s: %s", what, why);
+    /* It goes into the JSON as a string. */
+    for (char *p = first_error; *p; p++)
+      if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) *p = '\'';
   }
 }
 
@@ -231,6 +268,11 @@ static void set_events(struct conn *c, uint32_t events) {
 }
 
 static void conn_close(struct conn *c, enum state next) {
+#ifdef LOADGEN_TLS
+  SSL_free(c->ssl); /* no close_notify: a clean end sent it already */
+  c->ssl = NULL;
+#endif
+  c->want_out = c->shut_pending = 0;
   if (c->fd >= 0) close(c->fd); /* also leaves the epoll set */
   c->fd = -1;
   c->events = 0;
@@ -239,6 +281,158 @@ static void conn_close(struct conn *c, enum state next) {
 
 static void on_connected(struct conn *c);
 static void conn_fail(struct conn *c, const char *what, int err);
+
+/* ------------------------------------------------------------------ I/O */
+
+/*
+ * conn_send, conn_recv and conn_shutdown_write are send(), recv() and
+ * shutdown(SHUT_WR) on a plain connection, and SSL_write, SSL_read and
+ * SSL_shutdown (a close_notify) on a TLS one, with the same results: a TLS
+ * call that waits for the socket fails with EAGAIN (want_out tells that it
+ * waits to write), the peer's close_notify is EOF, and any other TLS
+ * failure is EPROTO with the reason in tls_reason.
+ */
+#ifdef LOADGEN_TLS
+static SSL_CTX *ssl_ctx;
+static char tls_protocol[16], tls_cipher[64];
+static uint64_t tls_resumed, tls_unclean_eofs;
+
+/* What an SSL call's result -1 or 0 means, as errno; 0 for EOF. */
+static int tls_errno(struct conn *c, int rc) {
+  int e = SSL_get_error(c->ssl, rc);
+  switch (e) {
+  case SSL_ERROR_WANT_READ:
+    return EAGAIN;
+  case SSL_ERROR_WANT_WRITE:
+    c->want_out = 1;
+    return EAGAIN;
+  case SSL_ERROR_ZERO_RETURN: /* the peer's close_notify */
+    return 0;
+  case SSL_ERROR_SYSCALL:
+    return errno ? errno : ECONNRESET;
+  default: {
+    unsigned long code = ERR_peek_error();
+    if (ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+      ERR_clear_error();
+      tls_unclean_eofs++; /* a TCP close without close_notify */
+      return 0;
+    }
+    long verify = SSL_get_verify_result(c->ssl);
+    if (verify != X509_V_OK) {
+      snprintf(tls_reason, sizeof tls_reason, "TLS: certificate: %s",
+               X509_verify_cert_error_string(verify));
+    } else {
+      char text[100];
+      ERR_error_string_n(code, text, sizeof text);
+      snprintf(tls_reason, sizeof tls_reason, "TLS: %s", text);
+    }
+    ERR_clear_error();
+    return EPROTO;
+  }
+  }
+}
+#endif
+
+static ssize_t conn_send(struct conn *c, const void *data, size_t n) {
+#ifdef LOADGEN_TLS
+  if (c->ssl) {
+    c->want_out = 0;
+    ERR_clear_error();
+    int w = SSL_write(c->ssl, data, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (w > 0) return w;
+    errno = tls_errno(c, w);
+    if (errno == 0) errno = EPIPE;
+    return -1;
+  }
+#endif
+  return send(c->fd, data, n, MSG_NOSIGNAL);
+}
+
+static ssize_t conn_recv(struct conn *c, void *buf, size_t n) {
+#ifdef LOADGEN_TLS
+  if (c->ssl) {
+    c->want_out = 0;
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+    if (r > 0) return r;
+    errno = tls_errno(c, r);
+    return errno == 0 ? 0 : -1;
+  }
+#endif
+  return recv(c->fd, buf, n, 0);
+}
+
+/* Half-closes: FIN, or close_notify (then maybe pending: see shut_pending). */
+static int conn_shutdown_write(struct conn *c) {
+#ifdef LOADGEN_TLS
+  if (c->ssl) {
+    c->want_out = c->shut_pending = 0;
+    ERR_clear_error();
+    int rc = SSL_shutdown(c->ssl); /* 0: sent, the peer's still to come */
+    if (rc >= 0) return 0;
+    int err = tls_errno(c, rc);
+    if (err == EAGAIN) {
+      c->shut_pending = 1;
+      return 0;
+    }
+    conn_fail(c, "TLS close_notify", err ? err : EPIPE);
+    return -1;
+  }
+#endif
+  shutdown(c->fd, SHUT_WR);
+  return 0;
+}
+
+/* The epoll events a connection waits for: always readable, writable
+ * while it has `unsent` bytes or a TLS call waits to write. */
+static uint32_t wanted(const struct conn *c, int unsent) {
+  return unsent || c->want_out || c->shut_pending ? EPOLLIN | EPOLLOUT
+                                                  : EPOLLIN;
+}
+
+#ifdef LOADGEN_TLS
+/* Drives the handshake; once it is done the connection is connected. */
+static void tls_handshake(struct conn *c) {
+  c->want_out = 0;
+  ERR_clear_error();
+  int rc = SSL_connect(c->ssl);
+  if (rc == 1) {
+    if (SSL_session_reused(c->ssl)) tls_resumed++;
+    if (tls_protocol[0] == '\0') {
+      snprintf(tls_protocol, sizeof tls_protocol, "%s", SSL_get_version(c->ssl));
+      snprintf(tls_cipher, sizeof tls_cipher, "%s",
+               SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)));
+    }
+    on_connected(c);
+    return;
+  }
+  int err = tls_errno(c, rc);
+  if (err == EAGAIN) {
+    set_events(c, c->want_out ? EPOLLOUT : EPOLLIN);
+  } else {
+    conn_fail(c, "TLS handshake", err ? err : ECONNRESET);
+  }
+}
+#endif
+
+/* The TCP connection is up: start the TLS handshake, or go. */
+static void tcp_connected(struct conn *c) {
+#ifdef LOADGEN_TLS
+  if (use_tls) {
+    c->ssl = SSL_new(ssl_ctx);
+    if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+        SSL_set_tlsext_host_name(c->ssl, "localhost") != 1 ||
+        SSL_set1_host(c->ssl, "localhost") != 1) {
+      fprintf(stderr, "SSL_new: out of memory\n");
+      exit(1);
+    }
+    c->state = ST_HANDSHAKE;
+    tls_handshake(c);
+    return;
+  }
+#endif
+  on_connected(c);
+}
 
 /*
  * Starts a non-blocking connect to 127.0.0.1:port. Returns -1 when it failed
@@ -270,9 +464,9 @@ static int conn_open(struct conn *c) {
   uint64_t spent = now_ns() - t0;
   if (spent > connect_call_max) connect_call_max = spent;
   if (rc == 0) {
-    on_connected(c);
+    tcp_connected(c);
   } else if (errno == EINPROGRESS) {
-    if (mode == ONESHOT) {
+    if (mode == ONESHOT && !use_tls) {
       /* On loopback the handshake has most often completed inside
        * connect(): try to send at once, which saves an epoll round. */
       ssize_t w = send(c->fd, c->msg, c->total, MSG_NOSIGNAL);
@@ -324,8 +518,7 @@ static void verify_fail(struct conn *c, const unsigned char *got,
 /* Sends c->msg[c->sent .. c->total); watches EPOLLOUT while some is left. */
 static int send_rest(struct conn *c) {
   while (c->sent < c->total) {
-    ssize_t w =
-        send(c->fd, c->msg + c->sent, c->total - c->sent, MSG_NOSIGNAL);
+    ssize_t w = conn_send(c, c->msg + c->sent, c->total - c->sent);
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
@@ -334,8 +527,39 @@ static int send_rest(struct conn *c) {
     }
     c->sent += (size_t)w;
   }
-  set_events(c, c->sent < c->total ? EPOLLIN | EPOLLOUT : EPOLLIN);
+  set_events(c, wanted(c, c->sent < c->total));
   return 0;
+}
+
+/*
+ * Reads what has come of the reply to c->msg and checks it against
+ * c->expect. Returns 1 at EOF, 0 when the socket has no more for now, or
+ * (rtt) the whole reply is in, and -1 when the connection failed (and is
+ * closed).
+ */
+static int read_reply(struct conn *c) {
+  for (;;) {
+    ssize_t n = conn_recv(c, rbuf, sizeof rbuf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      conn_fail(c, "recv", errno);
+      return -1;
+    }
+    if (n == 0) return 1;
+    size_t got = (size_t)n;
+    if (got > c->total - c->recvd) { /* more than was sent */
+      verify_failures++;
+      conn_fail(c, "verify: reply longer than the message", 0);
+      return -1;
+    }
+    if (memcmp(rbuf, c->expect + c->recvd, got) != 0) {
+      verify_fail(c, rbuf, c->expect + c->recvd, got, c->recvd);
+      return -1;
+    }
+    c->recvd += got;
+    if (mode == RTT && c->recvd == c->total) return 0;
+  }
 }
 
 /* ------------------------------------------------------------ mode: rtt */
@@ -347,68 +571,32 @@ static void rtt_start_op(struct conn *c) {
 }
 
 static void rtt_readable(struct conn *c) {
-  for (;;) {
-    ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) conn_fail(c, "recv", errno);
-      return;
+  int r = read_reply(c);
+  if (r < 0) return;
+  if (r > 0) {
+    conn_fail(c, "recv: server closed early", 0);
+    return;
+  }
+  if (c->recvd == c->total) {
+    uint64_t t = now_ns();
+    if (t >= t_measure && t < t_end) {
+      record(t - c->t_start);
+      ops++;
     }
-    if (n == 0) {
-      conn_fail(c, "recv: server closed early", 0);
-      return;
-    }
-    size_t got = (size_t)n;
-    if (got > c->total - c->recvd) { /* more than was sent */
-      verify_failures++;
-      conn_fail(c, "verify: reply longer than the message", 0);
-      return;
-    }
-    if (memcmp(rbuf, c->expect + c->recvd, got) != 0) {
-      verify_fail(c, rbuf, c->expect + c->recvd, got, c->recvd);
-      return;
-    }
-    c->recvd += got;
-    if (c->recvd == c->total) {
-      uint64_t t = now_ns();
-      if (t >= t_measure && t < t_end) {
-        record(t - c->t_start);
-        ops++;
-      }
-      if (t < t_end) rtt_start_op(c);
-      return;
-    }
+    if (t < t_end) rtt_start_op(c);
   }
 }
 
 /* -------------------------------------------------------- mode: oneshot */
 
 static void oneshot_start(struct conn *c) {
-  send_rest(c);
-  if (c->fd >= 0 && c->sent == c->total) shutdown(c->fd, SHUT_WR);
+  if (send_rest(c) < 0) return;
+  if (c->sent == c->total && conn_shutdown_write(c) == 0)
+    set_events(c, wanted(c, 0));
 }
 
 static void oneshot_readable(struct conn *c) {
-  for (;;) {
-    ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) conn_fail(c, "recv", errno);
-      return;
-    }
-    if (n == 0) break; /* EOF */
-    size_t got = (size_t)n;
-    if (got > c->total - c->recvd) {
-      verify_failures++;
-      conn_fail(c, "verify: reply longer than the message", 0);
-      return;
-    }
-    if (memcmp(rbuf, c->expect + c->recvd, got) != 0) {
-      verify_fail(c, rbuf, c->expect + c->recvd, got, c->recvd);
-      return;
-    }
-    c->recvd += got;
-  }
+  if (read_reply(c) <= 0) return; /* not yet at EOF, or failed */
   if (c->recvd != c->total) {
     conn_fail(c, "recv: EOF before the whole reply", 0);
     return;
@@ -428,23 +616,30 @@ static void stream_writable(struct conn *c) {
   while (c->sent < c->total) {
     size_t n = c->total - c->sent;
     if (n > STREAM_CHUNK) n = STREAM_CHUNK;
-    ssize_t w = send(c->fd, send_pattern + c->sent % PERIOD, n, MSG_NOSIGNAL);
+    ssize_t w = conn_send(c, send_pattern + c->sent % PERIOD, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        set_events(c, wanted(c, 1));
+        return;
+      }
       conn_fail(c, "send", errno);
       return;
     }
     c->sent += (size_t)w;
   }
-  shutdown(c->fd, SHUT_WR); /* everything sent: half-close */
-  set_events(c, EPOLLIN);
+  /* Everything sent: half-close. */
+  if (conn_shutdown_write(c) == 0) set_events(c, wanted(c, 0));
 }
 
 static void stream_readable(struct conn *c) {
   /* A few reads per event, so the writer side gets its turn too. */
   for (int round = 0; round < 8; round++) {
-    ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
+#ifdef LOADGEN_TLS
+    /* Bytes OpenSSL holds already are not seen by epoll: read them too. */
+    if (round == 7 && c->ssl && SSL_pending(c->ssl) > 0) round--;
+#endif
+    ssize_t n = conn_recv(c, rbuf, sizeof rbuf);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) conn_fail(c, "recv", errno);
@@ -551,27 +746,48 @@ static void on_event(struct conn *c, uint32_t ev) {
       if (mode == IDLE) idle_failed++;
       conn_fail(c, "connect", err);
     } else {
-      on_connected(c);
+      tcp_connected(c);
     }
     return;
   }
   if (c->fd < 0) return; /* closed earlier in this batch */
+#ifdef LOADGEN_TLS
+  if (c->state == ST_HANDSHAKE) {
+    tls_handshake(c);
+    return;
+  }
+  /* A TLS call may wait for either direction, whatever it does: on any
+   * event every call that waits is tried again. */
+  if (c->ssl) ev |= EPOLLIN | EPOLLOUT;
+#endif
   switch (mode) {
   case RTT:
   case ONESHOT:
     if ((ev & EPOLLOUT) && c->sent < c->total) {
       if (send_rest(c) < 0) return;
-      if (mode == ONESHOT && c->sent == c->total) shutdown(c->fd, SHUT_WR);
+      if (mode == ONESHOT && c->sent == c->total &&
+          conn_shutdown_write(c) < 0)
+        return;
+    } else if (c->shut_pending && conn_shutdown_write(c) < 0) {
+      return;
     }
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
       if (mode == RTT) rtt_readable(c);
       else oneshot_readable(c);
     }
+    if (c->fd >= 0 && c->state == ST_ACTIVE && IS_TLS(c))
+      set_events(c, wanted(c, c->sent < c->total));
     break;
   case STREAM:
-    if (ev & EPOLLOUT) stream_writable(c);
+    if ((ev & EPOLLOUT) && c->sent < c->total) {
+      stream_writable(c);
+    } else if (c->shut_pending && conn_shutdown_write(c) < 0) {
+      return;
+    }
     if (c->fd >= 0 && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)))
       stream_readable(c);
+    if (c->fd >= 0 && c->state == ST_ACTIVE && IS_TLS(c))
+      set_events(c, wanted(c, c->sent < c->total));
     break;
   case IDLE:
     idle_readable(c);
@@ -672,6 +888,14 @@ static void print_result(double seconds) {
     printf(",\"early_send_misses\":%llu",
            (unsigned long long)early_send_misses);
   printf(",\"connect_call_max_us\":%.1f", (double)connect_call_max / 1000.0);
+#ifdef LOADGEN_TLS
+  if (use_tls) {
+    printf(",\"tls\":true,\"tls_protocol\":\"%s\",\"tls_cipher\":\"%s\","
+           "\"tls_resumed\":%llu,\"tls_unclean_eofs\":%llu",
+           tls_protocol, tls_cipher, (unsigned long long)tls_resumed,
+           (unsigned long long)tls_unclean_eofs);
+  }
+#endif
   printf(",\"window_s\":%.3f,\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f}\n",
          window_s, user, sys);
   fflush(stdout);
@@ -683,7 +907,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: loadgen rtt|stream|oneshot|idle -p PORT [-c CONNS] "
           "[-s SIZE] [-d SECONDS] [-w WARMUP] [-t BYTES] [-H HOLD] [-P] "
-          "[-S SOURCES]\n"
+          "[-S SOURCES] [--tls --ca FILE]\n"
           "Connects to 127.0.0.1 only. See the comment at the top of "
           "loadgen.c.\n");
   exit(2);
@@ -729,8 +953,20 @@ int main(int argc, char **argv) {
 
   int opt;
   optind = 2;
-  while ((opt = getopt(argc, argv, "p:c:s:d:w:t:H:PS:")) != -1) {
+  static const struct option long_options[] = {
+      {"tls", no_argument, NULL, 'T'},
+      {"ca", required_argument, NULL, 'A'},
+      {NULL, 0, NULL, 0},
+  };
+  while ((opt = getopt_long(argc, argv, "p:c:s:d:w:t:H:PS:", long_options,
+                            NULL)) != -1) {
     switch (opt) {
+    case 'T':
+      use_tls = 1;
+      break;
+    case 'A':
+      ca_file = optarg;
+      break;
     case 'p':
       port = (int)parse_double(optarg);
       break;
@@ -773,18 +1009,33 @@ int main(int argc, char **argv) {
       nsources > 254)
     usage();
   if (mode == STREAM && stream_total < (uint64_t)nconns) usage();
-
-  /* Room for the idle mode's sockets. */
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
+  if (use_tls && (mode == IDLE || ca_file == NULL)) usage();
+  if (use_tls) {
+#ifdef LOADGEN_TLS
+    ssl_ctx = SSL_CTX_new(TLS_client_method());
+    if (ssl_ctx == NULL ||
+        SSL_CTX_load_verify_locations(ssl_ctx, ca_file, NULL) != 1) {
+      fprintf(stderr, "loadgen: cannot load the CA certificates of %s\n",
+              ca_file);
+      ERR_print_errors_fp(stderr);
+      return 2;
+    }
+    SSL_CTX_set_verify(ssl_ctx, SSL_VERIFY_PEER, NULL);
+    /* A full handshake every time: no session is kept or offered. */
+    SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_TICKET);
+    /* SSL_write returns after each record (like send() after a partial
+     * write); a retry passes the same bytes, maybe from another address. */
+    SSL_CTX_set_mode(ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+#else
+    fprintf(stderr, "loadgen: --tls: built without TLS (needs -DLOADGEN_TLS "
+                    "and libssl)\n");
+    return 2;
+#endif
   }
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+
+  prepare_process(); /* room for the idle mode's sockets, signals */
 
   /* The only destination there is: 127.0.0.1. */
   server_addr.sin_family = AF_INET;

@@ -42,6 +42,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../c_common.h"
+
 #define READ_BUFFER_SIZE (64 * 1024)
 #define MAX_EVENTS 256
 /* Reads served per readiness event before other connections get a turn. */
@@ -60,39 +62,10 @@ static int epfd;
 static int listen_fd;
 static int accept_paused; /* out of file descriptors: listener muted */
 static unsigned char buffer[READ_BUFFER_SIZE];
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig) {
-  (void)sig;
-  stop_requested = 1;
-}
-
-/* The transform, in place. Branch-free, so the compiler vectorizes it (at
- * -O3): a reference that spent its time in a byte-by-byte loop would make
- * every other server look better than it is. */
-static void upcase(unsigned char *p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    unsigned char b = p[i];
-    p[i] = (unsigned char)(b - (((unsigned char)(b - 'a') < 26) << 5));
-  }
-}
-
-static void die(const char *what) {
-  perror(what);
-  exit(1);
-}
 
 /* Makes sure conns[fd] exists; new slots are zero (no pending data). */
 static int ensure_slot(int fd) {
-  if ((size_t)fd < conns_cap) return 0;
-  size_t cap = conns_cap ? conns_cap : 1024;
-  while (cap <= (size_t)fd) cap *= 2;
-  struct conn *grown = realloc(conns, cap * sizeof *grown);
-  if (grown == NULL) return -1;
-  memset(grown + conns_cap, 0, (cap - conns_cap) * sizeof *grown);
-  conns = grown;
-  conns_cap = cap;
-  return 0;
+  return grow_table((void **)&conns, &conns_cap, sizeof *conns, fd);
 }
 
 static void watch(int fd, uint32_t events, int op) {
@@ -184,20 +157,14 @@ static void on_writable(int fd) {
 /* The listener is readable: accept every waiting connection. */
 static void on_acceptable(void) {
   for (;;) {
-    int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-          errno == ENOMEM) {
-        /* Mute the listener until a connection closes (see close_conn). */
-        fprintf(stderr, "accept: %s; pausing\n", strerror(errno));
-        accept_paused = 1;
-        watch(listen_fd, 0, EPOLL_CTL_MOD);
-        return;
-      }
-      die("accept4");
+    int fd = accept_next(listen_fd);
+    if (fd == ACCEPT_AGAIN) continue;
+    if (fd == ACCEPT_PAUSE) {
+      /* Mute the listener until a connection closes (see close_conn). */
+      accept_paused = 1;
+      watch(listen_fd, 0, EPOLL_CTL_MOD);
     }
+    if (fd < 0) return;
     if (ensure_slot(fd) < 0) {
       close(fd);
       continue;
@@ -213,46 +180,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s PORT\n", argv[0]);
     return 2;
   }
-  char *end;
-  long port = strtol(argv[1], &end, 10);
-  if (*argv[1] == '\0' || *end != '\0' || port < 0 || port > 65535) {
-    fprintf(stderr, "invalid port: %s\n", argv[1]);
-    return 2;
-  }
-
-  /* Room for the idle scenario's 10,000 connections. */
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-
-  /* No SA_RESTART: epoll_wait returns EINTR and the loop sees the flag. */
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
-
-  listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (listen_fd < 0) die("socket");
-  int one = 1;
-  setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in addr = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (bind(listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("bind");
-  if (listen(listen_fd, SOMAXCONN) < 0) die("listen");
-  socklen_t len = sizeof addr;
-  if (getsockname(listen_fd, (struct sockaddr *)&addr, &len) < 0)
-    die("getsockname");
-
+  long port = parse_port(argv[1]);
+  /* Room for the idle scenario's 10,000 connections; the stop signals. */
+  prepare_process();
   epfd = epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) die("epoll_create1");
+  listen_fd = listen_loopback(port);
   watch(listen_fd, EPOLLIN, EPOLL_CTL_ADD);
-
-  printf("listening on 127.0.0.1:%u\n", ntohs(addr.sin_port));
-  fflush(stdout);
 
   struct epoll_event events[MAX_EVENTS];
   while (!stop_requested) {

@@ -3,10 +3,12 @@
 //
 // Listens on 127.0.0.1:PORT (0 picks a free port), prints
 // "listening on 127.0.0.1:PORT", serves until SIGTERM or SIGINT.
-// 'data' handler, uppercase the chunk, socket.write; when write() returns
-// false, pause reading until 'drain' (backpressure). allowHalfOpen so the
-// reply can finish after the client's FIN; socket.end() on 'end'.
+// Each connection: _upcase_socket.mjs ('data' handler, uppercase the chunk,
+// socket.write; when write() returns false, pause reading until 'drain').
+// allowHalfOpen so the reply can finish after the client's FIN;
+// socket.end() on 'end'.
 import net from "node:net";
+import { serveUpcase } from "./_upcase_socket.mjs";
 
 const port = Number(process.argv[2]);
 if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -14,25 +16,7 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   process.exit(2);
 }
 
-function upcase(buf) {
-  for (let i = 0; i < buf.length; i++) {
-    const b = buf[i];
-    if (b >= 0x61 && b <= 0x7a) buf[i] = b - 0x20;
-  }
-  return buf;
-}
-
-const server = net.createServer({ allowHalfOpen: true }, (socket) => {
-  socket.setNoDelay(true);
-  socket.on("data", (chunk) => {
-    if (!socket.write(upcase(chunk))) {
-      socket.pause();
-      socket.once("drain", () => socket.resume());
-    }
-  });
-  socket.on("end", () => socket.end());
-  socket.on("error", () => socket.destroy());
-});
+const server = net.createServer({ allowHalfOpen: true }, serveUpcase);
 
 server.listen(port, "127.0.0.1", () => {
   console.log(`listening on 127.0.0.1:${server.address().port}`);

@@ -15,8 +15,14 @@ import {
   DEFAULT_GRACE_MS,
   DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
   serve,
-  type Server,
+  type ServerStats,
 } from "./src/serve.ts";
+import {
+  hasReusePort,
+  missingWorkerReadPermission,
+  WorkerPool,
+} from "./src/_worker_pool.ts";
+import { type MetricsServer, serveMetrics } from "./src/_http.ts";
 import {
   CliError,
   EXIT,
@@ -28,6 +34,7 @@ import {
   parseCount,
   parseFlags,
   parseHost,
+  parseHostPort,
   parsePort,
   parseSeconds,
   readPemFile,
@@ -61,12 +68,19 @@ export interface ServerCliOptions {
   key: string | undefined;
   /** TLS: close a client whose handshake is not done by then, in ms; 0: never. */
   handshakeTimeout: number;
+  /** Worker threads, each with its own listener on the address. */
+  workers: number;
+  /** Where to serve /metrics and /healthz, if anywhere. */
+  metrics: { hostname: string; port: number } | undefined;
   /** Leave out the per-connection log lines. */
   quiet: boolean;
   logFormat: LogFormat;
   help: boolean;
   version: boolean;
 }
+
+/** The most --workers. */
+const MAX_WORKERS = 256;
 
 /** How long the last log lines may take to be written at exit. */
 const LOG_FLUSH_LIMIT_MS = 2000;
@@ -84,6 +98,8 @@ export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
   cert: undefined,
   key: undefined,
   handshakeTimeout: DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
+  workers: 1,
+  metrics: undefined,
   quiet: false,
   logFormat: "text",
   help: false,
@@ -110,6 +126,8 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       "cert",
       "key",
       "handshake-timeout",
+      "workers",
+      "metrics",
     ],
     boolean: ["once", "unicode", "quiet", "help", "version"],
     alias: { h: "help", V: "version", q: "quiet" },
@@ -141,6 +159,8 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       flags["handshake-timeout"],
       d.handshakeTimeout,
     ),
+    workers: parseWorkers(flags.workers, d.workers),
+    metrics: parseHostPort("metrics", flags.metrics, d.metrics),
     quiet: flags.quiet === true,
     logFormat: parseChoice("log-format", flags["log-format"], [
       "text",
@@ -178,6 +198,25 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       EXIT.USAGE,
     );
   }
+  if (options.unix !== undefined && options.workers > 1) {
+    throw new CliError(
+      "Conflicting flags: --workers cannot be combined with --unix (a Unix socket has one listener)",
+      EXIT.USAGE,
+    );
+  }
+  if (
+    options.metrics !== undefined && options.unix === undefined &&
+    options.metrics.port === options.port && options.port !== 0 &&
+    (options.metrics.hostname === options.hostname ||
+      isWildcard(options.metrics.hostname) || isWildcard(options.hostname))
+  ) {
+    throw new CliError(
+      `Conflicting flags: --metrics ${
+        joinHostPort(options.metrics.hostname, options.metrics.port)
+      } is the server's own address`,
+      EXIT.USAGE,
+    );
+  }
   if (options.once && options.unicode) {
     throw new CliError(
       "Conflicting flags: --once is the seed's ASCII behaviour and cannot be combined with --unicode",
@@ -185,6 +224,33 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     );
   }
   return options;
+}
+
+/** The addresses that mean "every interface". */
+function isWildcard(hostname: string): boolean {
+  return hostname === "0.0.0.0" || hostname === "::";
+}
+
+/**
+ * Validates `--workers`: a count from 1 to 256, or `auto` (the CPUs).
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The count when the flag is absent.
+ * @returns The count.
+ * @throws {CliError} For anything else.
+ */
+function parseWorkers(value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  if (text === "auto") return navigator.hardwareConcurrency;
+  const count = /^\d{1,3}$/.test(text) ? Number(text) : NaN;
+  if (!(count >= 1 && count <= MAX_WORKERS)) {
+    throw new CliError(
+      `Invalid --workers: "${text}" is not a whole number from 1 to ${MAX_WORKERS}, or auto`,
+      EXIT.USAGE,
+    );
+  }
+  return count;
 }
 
 function printUsage(): void {
@@ -219,6 +285,13 @@ Options:
                          then, even without --idle-timeout (default ${
     d.handshakeTimeout / 1000
   }; 0: never)
+  --workers N            serve from N Worker threads (1 to ${MAX_WORKERS}, or auto: one
+                         per CPU), each with its own SO_REUSEPORT listener
+                         (Linux; needs --unstable-net, which deno.json sets,
+                         and --allow-read for the src folder) (default 1)
+  --metrics HOST:PORT    serve GET /metrics (Prometheus) and GET /healthz
+                         (200, or 503 once a shutdown began) over HTTP there;
+                         needs its own --allow-net entry
   -q, --quiet            no per-connection log lines
   --log-format FORMAT    text or json, one line per event (default ${d.logFormat})
   -h, --help             show this help
@@ -235,14 +308,17 @@ ${EXIT_CODES_HELP}`);
 }
 
 /** Starts the server, replacing a stale Unix socket nobody answers on. */
+/** --cert and --key: the files' contents, for serve(). */
+async function readTls(options: ServerCliOptions) {
+  return options.cert === undefined || options.key === undefined ? undefined : {
+    cert: await readPemFile("cert", options.cert),
+    key: await readPemFile("key", options.key),
+    handshakeTimeout: options.handshakeTimeout,
+  };
+}
+
 async function start(options: ServerCliOptions, log: ServerLog) {
-  const tls = options.cert === undefined || options.key === undefined
-    ? undefined
-    : {
-      cert: await readPemFile("cert", options.cert),
-      key: await readPemFile("key", options.key),
-      handshakeTimeout: options.handshakeTimeout,
-    };
+  const tls = await readTls(options);
   const common = {
     once: options.once,
     unicode: options.unicode,
@@ -327,6 +403,108 @@ async function isStale(path: string): Promise<boolean> {
   }
 }
 
+/** What main() runs: one server, or a pool of Workers. */
+interface Running {
+  readonly addr: Deno.Addr;
+  readonly finished: Promise<void>;
+  readonly stats: ServerStats;
+  shutdown(options: { grace: number }): Promise<void>;
+}
+
+/** --workers N: checks what the Workers need, then starts them. */
+async function startWorkers(
+  options: ServerCliOptions,
+  log: ServerLog,
+): Promise<Running> {
+  if (Deno.build.os !== "linux") {
+    throw new CliError(
+      `Unsupported: --workers needs Linux, where SO_REUSEPORT spreads connections (this is ${Deno.build.os})`,
+      EXIT.USAGE,
+    );
+  }
+  if (!hasReusePort()) {
+    throw new CliError(
+      "Unstable API: --workers needs --unstable-net (deno.json turns it on when run from the project folder)",
+      EXIT.USAGE,
+    );
+  }
+  const folder = missingWorkerReadPermission();
+  if (folder !== undefined) {
+    throw new CliError(
+      `Permission denied: --workers starts Workers that load the library's modules, which needs --allow-read=${folder}`,
+      EXIT.PERMISSION,
+    );
+  }
+  const tls = await readTls(options);
+  try {
+    return await WorkerPool.start({
+      workers: options.workers,
+      serve: {
+        ...tls,
+        hostname: options.hostname,
+        port: options.port,
+        once: options.once,
+        unicode: options.unicode,
+        maxConns: options.maxConns,
+        idleTimeout: options.idleTimeout,
+      },
+      onEvent: (event, worker) => log.event(event, worker),
+      onWorkerDied: (worker, error, lost) =>
+        log.note(
+          "worker-died",
+          `Worker ${worker} died (${error}): its ${lost} open ${
+            lost === 1 ? "connection was" : "connections were"
+          } lost; starting a new one`,
+          { worker, error, lost },
+          true,
+        ),
+    });
+  } catch (err: unknown) {
+    throw explainTlsSetupError(err, options) ??
+      explainNetworkError(err, { action: "listen", ...options });
+  }
+}
+
+/** --metrics: /metrics and /healthz over HTTP, from the server's totals. */
+function startMetrics(
+  address: { hostname: string; port: number },
+  running: Running,
+  healthy: () => boolean,
+  log: ServerLog,
+): MetricsServer {
+  const startTimeSeconds = performance.timeOrigin / 1000;
+  try {
+    return serveMetrics({
+      ...address,
+      snapshot: () => {
+        const stats = running.stats;
+        return {
+          accepted: stats.accepted,
+          active: stats.active,
+          refused: stats.refused,
+          closed: stats.closed,
+          bytesIn: stats.bytesIn,
+          bytesOut: stats.bytesOut,
+          duration: stats.duration,
+          version: VERSION,
+          startTimeSeconds,
+        };
+      },
+      healthy,
+      onListen: (addr) => {
+        const where = joinHostPort(addr.hostname, addr.port);
+        log.note(
+          "metrics",
+          `Serving metrics on http://${where}/metrics and health on http://${where}/healthz`,
+          { addr: where },
+        );
+      },
+    });
+  } catch (err: unknown) {
+    throw explainNetworkError(err, { action: "listen", ...address });
+  }
+}
+
 async function main(): Promise<number> {
   const options = parseServerArgs(Deno.args);
   if (options.help) {
@@ -343,8 +521,13 @@ async function main(): Promise<number> {
     color: Deno.stdout.isTerminal(),
   });
   const started = Date.now();
-  const server: Server<Deno.Addr> = await start(options, log);
+  const server: Running = options.workers > 1
+    ? await startWorkers(options, log)
+    : await start(options, log);
   let signals = 0;
+  const metrics = options.metrics === undefined
+    ? undefined
+    : startMetrics(options.metrics, server, () => signals === 0, log);
   const stop = () => {
     signals++;
     server.shutdown({ grace: signals === 1 ? options.grace : 0 });
@@ -354,6 +537,7 @@ async function main(): Promise<number> {
   await server.finished;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
+  await metrics?.shutdown();
   log.summary(server.addr, server.stats, Date.now() - started);
   // Exit even if a stalled log reader never takes the last lines.
   let timer: ReturnType<typeof setTimeout> | undefined;

@@ -236,6 +236,36 @@ export function parseHost(value: unknown, fallback: string): string {
 }
 
 /**
+ * Validates a `HOST:PORT` flag (`--metrics`): IPv6 addresses in brackets,
+ * `[::1]:9090`; the port as for `--port`.
+ *
+ * @param name The flag, for the message.
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The result when the flag is absent.
+ * @returns The host (without brackets) and port.
+ * @throws {CliError} Unless it is HOST:PORT.
+ */
+export function parseHostPort<T>(
+  name: string,
+  value: unknown,
+  fallback: T,
+): { hostname: string; port: number } | T {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  const match = /^(?:\[([^\]]+)\]|([^:\[\]]+)):([^:]*)$/.exec(text);
+  if (match === null) {
+    throw new CliError(
+      `Invalid --${name}: "${text}" is not HOST:PORT (an IPv6 address as [::1]:9090)`,
+      EXIT.USAGE,
+    );
+  }
+  return {
+    hostname: match[1] ?? match[2]!,
+    port: parsePort(match[3], 0),
+  };
+}
+
+/**
  * `host:port` as people write it, with brackets around IPv6 addresses.
  *
  * @param hostname A host name or address.

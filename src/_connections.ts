@@ -79,6 +79,17 @@ export class ConnectionTable {
     return this.#empty.promise;
   }
 
+  /** Bytes moved so far by the connections still open. */
+  openBytes(): { bytesIn: number; bytesOut: number } {
+    let bytesIn = 0;
+    let bytesOut = 0;
+    for (const c of this.#open) {
+      bytesIn += c.bytesIn;
+      bytesOut += c.bytesOut;
+    }
+    return { bytesIn, bytesOut };
+  }
+
   /** Closes every open connection, saying why. */
   closeAll(cutOff: CutOff): void {
     for (const c of this.#open) {

@@ -114,8 +114,9 @@ export class ServerLog {
    * Logs a server event (per-connection ones unless quiet).
    *
    * @param event What happened.
+   * @param worker The Worker it happened in, with --workers (JSON says it).
    */
-  event(event: ServerEvent): void {
+  event(event: ServerEvent, worker?: number): void {
     if (
       this.#options.quiet &&
       (event.type === "connect" || event.type === "close" ||
@@ -124,7 +125,9 @@ export class ServerLog {
       return;
     }
     if (this.#options.format === "json") {
-      this.#out.write(JSON.stringify(eventRecord(event)));
+      const record = eventRecord(event);
+      if (worker !== undefined) record.worker = worker;
+      this.#out.write(JSON.stringify(record));
       return;
     }
     const line = formatEvent(event);
@@ -162,6 +165,7 @@ export class ServerLog {
         idleClosed: stats.idleClosed,
         shutdownClosed: stats.shutdownClosed,
         handshakeErrors: stats.handshakeErrors,
+        closed: stats.closed,
         uptimeMs,
       }));
     } else {
@@ -182,6 +186,26 @@ export class ServerLog {
       }, up ${formatDuration(uptimeMs, { ignoreZero: true }) || "0ms"}`;
       this.#out.write(this.#options.color ? bold(line) : line);
     }
+  }
+
+  /**
+   * Logs a line of the server's own (a Worker that died, the metrics
+   * address), in text or as a JSON event of `type`.
+   *
+   * @param type The JSON event's name.
+   * @param text The text line.
+   * @param fields The JSON event's fields.
+   * @param failed Whether it says something went wrong (red on a terminal).
+   */
+  note(
+    type: string,
+    text: string,
+    fields: Record<string, unknown>,
+    failed = false,
+  ): void {
+    if (this.#options.format === "json") {
+      this.#out.write(JSON.stringify({ time: now(), event: type, ...fields }));
+    } else this.#out.write(this.#options.color && failed ? red(text) : text);
   }
 
   /**

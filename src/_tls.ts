@@ -58,7 +58,7 @@ export interface TlsAcceptPath {
  *   or either is not usable, and what {@linkcode Deno.listen} throws.
  */
 export function listenTls(
-  address: { hostname: string; port: number },
+  address: { hostname: string; port: number; reusePort?: boolean },
   tls: TlsServerOptions,
   mode: TlsAcceptMode = canShutdownSockets() ? "shutdown" : "relay",
 ): TlsAcceptPath {
@@ -159,7 +159,7 @@ function endOfRequest(err: unknown): null {
  * descriptors for all closed in one turn of the event loop).
  */
 function listenTlsDirect(
-  address: { hostname: string; port: number },
+  address: { hostname: string; port: number; reusePort?: boolean },
   tls: TlsServerOptions,
 ): TlsAcceptPath {
   const inner = Deno.listenTls({ ...address, cert: tls.cert, key: tls.key });
@@ -266,7 +266,7 @@ class RelayedConn implements Conn {
 
 /** "relay": plain TCP accepted here, relayed to an inner Deno.listenTls. */
 function listenTlsRelayed(
-  address: { hostname: string; port: number },
+  address: { hostname: string; port: number; reusePort?: boolean },
   tls: TlsServerOptions,
 ): TlsAcceptPath {
   const inner = Deno.listenTls({

@@ -14,6 +14,13 @@ import type { Conn, ConnLayer, Listener } from "./_conn.ts";
 import { type Connection, ConnectionTable } from "./_connections.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 import { listenTls } from "./_tls.ts";
+import { type ConnLimit, LocalLimit } from "./_conn_limit.ts";
+import {
+  CLOSE_REASONS,
+  type CloseReason,
+  DurationHistogram,
+  type DurationSnapshot,
+} from "./metrics.ts";
 
 /** Something the server did, for logging. See {@linkcode ServeOptions.onEvent}. */
 export type ServerEvent =
@@ -48,6 +55,14 @@ export type ServerEvent =
     cutOff?: "idle-timeout" | "shutdown";
     /** Why the connection ended early, if it did: one line. */
     error?: string;
+    /**
+     * How it ended: `"eof"` (the exchange ended normally: the client
+     * half-closed or closed), `"reset"`, `"error"`, `"idle-timeout"` or
+     * `"shutdown"`.
+     */
+    reason: CloseReason;
+    /** How long it was open, in milliseconds. */
+    durationMs: number;
   }
   | {
     type: "refuse";
@@ -67,6 +82,8 @@ export type ServerEvent =
     remote: Deno.Addr;
     /** What went wrong, in words. */
     error: string;
+    /** `"handshake"` for TLS, `"header"` for the PROXY protocol. */
+    reason: CloseReason;
   }
   | {
     /**
@@ -192,6 +209,10 @@ export interface ServerStats {
   errors: number;
   /** Connections that failed the TLS handshake (closed, not accepted). */
   handshakeErrors: number;
+  /** Connections closed, by how they ended (refused ones not included). */
+  closed: Record<CloseReason, number>;
+  /** How long the closed connections were open. */
+  duration: DurationSnapshot;
 }
 
 /** Options for {@linkcode Server.shutdown}. */
@@ -244,7 +265,13 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     bytesOut: 0,
     errors: 0,
     handshakeErrors: 0,
+    closed: Object.fromEntries(
+      CLOSE_REASONS.map((reason) => [reason, 0]),
+    ) as Record<CloseReason, number>,
+    duration: new DurationHistogram().snapshot(),
   };
+  #durations = new DurationHistogram();
+  #limit: ConnLimit;
   #conns: ConnectionTable;
   #layer: ConnLayer | undefined;
   #pools = new BufferPools();
@@ -264,6 +291,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     cleanup?: () => void,
     layer?: ConnLayer,
     tls?: "shutdown" | "relay",
+    limit?: ConnLimit,
   ) {
     this.#listener = listener;
     this.#layer = layer;
@@ -271,6 +299,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#once = options.once ?? false;
     this.#unicode = options.unicode ?? false;
     this.#maxConns = options.maxConns ?? 0;
+    this.#limit = limit ?? new LocalLimit(this.#maxConns);
     this.#conns = new ConnectionTable(options.idleTimeout ?? 0);
     this.#emit = options.onEvent ?? (() => {});
     this.#cleanup = cleanup;
@@ -282,9 +311,19 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.finished = this.#acceptLoop();
   }
 
-  /** A snapshot of the server's counters. */
+  /**
+   * A snapshot of the server's counters. The byte counts include what the
+   * connections still open have moved so far.
+   */
   get stats(): ServerStats {
-    return { ...this.#stats };
+    const open = this.#conns.openBytes();
+    return {
+      ...this.#stats,
+      bytesIn: this.#stats.bytesIn + open.bytesIn,
+      bytesOut: this.#stats.bytesOut + open.bytesOut,
+      closed: { ...this.#stats.closed },
+      duration: this.#durations.snapshot(),
+    };
   }
 
   /**
@@ -378,7 +417,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
 
   /** Serves a newly accepted client, or turns it away at the limit. */
   #admit(conn: Conn): void {
-    if (this.#maxConns > 0 && this.#conns.size >= this.#maxConns) {
+    if (!this.#limit.tryAcquire()) {
       this.#refuse(conn);
       return;
     }
@@ -399,10 +438,14 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     } catch (err: unknown) {
       closeQuietly(c.conn);
       this.#conns.delete(c);
+      this.#limit.release();
+      const reason = layer.step === "tls" ? "handshake" : "header";
       this.#stats.handshakeErrors++;
+      this.#stats.closed[reason]++;
       this.#emit({
         type: "open-error",
         step: layer.step,
+        reason,
         remote,
         error: c.cutOff === "idle-timeout"
           ? "closed by the idle timeout before the handshake was done"
@@ -437,7 +480,9 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     const { conn } = c;
     const remote = conn.remoteAddr;
     const table = this.#conns;
+    const started = performance.now();
     let error: string | undefined;
+    let reason: CloseReason = "eof";
     stats.active++;
     this.#emit({ type: "connect", id, remote });
     // Echoes upper-cased bytes until the client half-closes. One buffer is
@@ -478,12 +523,19 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       if (c.cutOff === undefined) {
         error = errorMessage(err);
         stats.errors++;
+        reason = err instanceof Deno.errors.ConnectionReset ? "reset" : "error";
       }
     } finally {
       buf?.dispose();
       closeQuietly(conn);
       table.delete(c);
+      this.#limit.release();
       stats.active--;
+      if (c.cutOff !== undefined) reason = c.cutOff;
+      stats.closed[reason]++;
+      const durationMs = Math.round((performance.now() - started) * 1000) /
+        1000;
+      this.#durations.observe(durationMs / 1000);
       stats.bytesIn += c.bytesIn;
       stats.bytesOut += c.bytesOut;
       if (c.cutOff === "idle-timeout") stats.idleClosed++;
@@ -496,6 +548,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         bytesOut: c.bytesOut,
         cutOff: c.cutOff,
         error,
+        reason,
+        durationMs,
       });
     }
   }
@@ -565,9 +619,33 @@ export function serve(
       removeQuietly(path);
     });
   }
+  return serveTcp(options);
+}
+
+/** What a Worker of the CLI's `--workers` adds to {@linkcode serve}. Internal. */
+export interface WorkerInternals {
+  /** Listen with SO_REUSEPORT (needs `--unstable-net`). */
+  reusePort?: boolean;
+  /** A connection limit shared with the other Workers. */
+  limit?: ConnLimit;
+}
+
+/**
+ * {@linkcode serve} on TCP, with what a Worker adds. Internal: the CLI's
+ * Workers use it; the library's serve() stays single-threaded.
+ *
+ * @param options As for {@linkcode serve}.
+ * @param internals A Worker's listener and limit.
+ * @returns The running server.
+ */
+export function serveTcp(
+  options: ServeOptions,
+  internals: WorkerInternals = {},
+): Server<Deno.NetAddr> {
   const address = {
     hostname: options.hostname ?? SERVER_HOST,
     port: options.port ?? SERV_PORT,
+    ...(internals.reusePort ? { reusePort: true } : {}),
   };
   if (options.cert !== undefined || options.key !== undefined) {
     const path = listenTls(address, {
@@ -582,10 +660,18 @@ export function serve(
       () => path.close(),
       path.layer,
       path.mode,
+      internals.limit,
     );
   }
   const listener = Deno.listen({ ...address, transport: "tcp" });
-  return new Server<Deno.NetAddr>(listener, options);
+  return new Server<Deno.NetAddr>(
+    listener,
+    options,
+    undefined,
+    undefined,
+    undefined,
+    internals.limit,
+  );
 }
 
 function removeQuietly(path: string): void {

@@ -2,9 +2,11 @@
 # Installs (with apt-get, as root) the Debian packages whose programs the
 # test suite uses as real peers: ncat and socat (TLS clients and servers),
 # openssl (certificates, a TLS 1.2 client), util-linux's script (a pty),
-# iproute2's ss (what the kernel holds). Installs only what is missing.
+# iproute2's ss (what the kernel holds), python3-prometheus-client and
+# prometheus's promtool (two parsers of /metrics). Installs only what is
+# missing.
 set -euo pipefail
-packages=(ncat socat openssl util-linux iproute2)
+packages=(ncat socat openssl util-linux iproute2 python3-prometheus-client prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,79 @@
+// Copyright the upcase authors. MIT license.
+// A server's counters, added up from its events: what the main thread of a
+// --workers server knows of all its Workers (each posts its events), for the
+// summary and /metrics. Internal.
+
+import type { ServerEvent, ServerStats } from "./serve.ts";
+import {
+  CLOSE_REASONS,
+  type CloseReason,
+  DurationHistogram,
+} from "./metrics.ts";
+
+/** Counters kept from {@linkcode ServerEvent}s. */
+export class ServerTotals {
+  #stats: ServerStats = {
+    active: 0,
+    accepted: 0,
+    refused: 0,
+    idleClosed: 0,
+    shutdownClosed: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    errors: 0,
+    handshakeErrors: 0,
+    closed: Object.fromEntries(
+      CLOSE_REASONS.map((reason) => [reason, 0]),
+    ) as Record<CloseReason, number>,
+    duration: new DurationHistogram().snapshot(),
+  };
+  #durations = new DurationHistogram();
+
+  /** Counts one event. */
+  add(event: ServerEvent): void {
+    const stats = this.#stats;
+    switch (event.type) {
+      case "connect":
+        stats.accepted++;
+        stats.active++;
+        break;
+      case "close":
+        stats.active--;
+        stats.bytesIn += event.bytesIn;
+        stats.bytesOut += event.bytesOut;
+        if (event.error !== undefined) stats.errors++;
+        if (event.cutOff === "idle-timeout") stats.idleClosed++;
+        if (event.cutOff === "shutdown") stats.shutdownClosed++;
+        stats.closed[event.reason]++;
+        this.#durations.observe(Math.max(0, event.durationMs) / 1000);
+        break;
+      case "refuse":
+        stats.refused++;
+        break;
+      case "open-error":
+        stats.handshakeErrors++;
+        stats.closed[event.reason]++;
+        break;
+    }
+  }
+
+  /**
+   * Forgets `open` connections of a Worker that died: they were lost.
+   *
+   * @param open How many it had open.
+   */
+  lose(open: number): void {
+    this.#stats.active -= open;
+    this.#stats.errors += open;
+    this.#stats.closed.error += open;
+  }
+
+  /** A snapshot. */
+  get stats(): ServerStats {
+    return {
+      ...this.#stats,
+      closed: { ...this.#stats.closed },
+      duration: this.#durations.snapshot(),
+    };
+  }
+}

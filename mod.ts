@@ -27,6 +27,12 @@ export {
 } from "./src/constants.ts";
 export { toUpper, toUpperInPlace } from "./src/transform.ts";
 export { VERSION } from "./src/version.ts";
+export {
+  CLOSE_REASONS,
+  type CloseReason,
+  DURATION_BUCKETS,
+  type DurationSnapshot,
+} from "./src/metrics.ts";
 export { toUpperUnicode, UnicodeUpperCaser } from "./src/unicode.ts";
 export {
   DEFAULT_GRACE_MS,

@@ -86,6 +86,8 @@ export interface ClientCliOptions {
   key: string | undefined;
   /** --tls: the handshake's time limit in milliseconds; 0 for none. */
   handshakeTimeout: number;
+  /** Send a PROXY protocol header of this version first. */
+  proxyProtocol: 1 | 2 | undefined;
   /** --tls: the options for connect(), with the files' contents. */
   tlsConnect: ConnectTlsOptions | undefined;
   help: boolean;
@@ -113,6 +115,7 @@ export const CLIENT_DEFAULTS: Readonly<ClientCliOptions> = {
   key: undefined,
   handshakeTimeout: DEFAULT_HANDSHAKE_TIMEOUT_MS,
   tlsConnect: undefined,
+  proxyProtocol: undefined,
   help: false,
   version: false,
 };
@@ -146,6 +149,7 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
       "cert",
       "key",
       "handshake-timeout",
+      "proxy-protocol",
     ],
     boolean: ["interactive", "quiet", "json", "tls", "help", "version"],
     alias: { i: "interactive", q: "quiet", h: "help", V: "version" },
@@ -189,6 +193,12 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
       d.handshakeTimeout,
     ),
     tlsConnect: d.tlsConnect,
+    proxyProtocol: flags["proxy-protocol"] === undefined
+      ? d.proxyProtocol
+      : parseChoice("proxy-protocol", flags["proxy-protocol"], ["v1", "v2"]) ===
+          "v1"
+      ? 1
+      : 2,
     help: flags.help === true,
     version: flags.version === true,
   };
@@ -223,6 +233,18 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
   if (!options.tls && tlsOnly !== undefined) {
     throw new CliError(
       `Conflicting flags: --${tlsOnly} goes with --tls`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.proxyProtocol !== undefined && options.unix !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --proxy-protocol cannot be combined with --unix",
+      EXIT.USAGE,
+    );
+  }
+  if (options.proxyProtocol !== undefined && options.cert !== undefined) {
+    throw new CliError(
+      "Conflicting flags: Deno cannot send a PROXY header before TLS with a client certificate (--cert)",
       EXIT.USAGE,
     );
   }
@@ -303,6 +325,9 @@ Options:
   --handshake-timeout SECONDS
                          --tls: give up if the handshake takes longer
                          (default ${d.handshakeTimeout / 1000}; 0: no limit)
+  --proxy-protocol v1|v2 send a PROXY protocol header with the connection's
+                         addresses first (every mode), for servers behind a
+                         load balancer
   -h, --help             show this help
   -V, --version          show the version
 
@@ -425,6 +450,7 @@ async function open(options: ClientCliOptions): Promise<Deno.Conn> {
     port: options.port,
     path: options.unix,
     tls: options.tlsConnect,
+    proxyHeader: options.proxyProtocol,
   });
   let timer: ReturnType<typeof setTimeout> | undefined;
   const expired = new Promise<never>((_, reject) => {
@@ -678,6 +704,7 @@ async function bench(options: ClientCliOptions): Promise<number> {
       port: options.port,
       path: options.unix,
       tls: options.tlsConnect,
+      proxyHeader: options.proxyProtocol,
       connections: options.connections || undefined,
       duration: options.duration,
       size: options.size || undefined,

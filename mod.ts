@@ -36,6 +36,9 @@ export {
 export { toUpperUnicode, UnicodeUpperCaser } from "./src/unicode.ts";
 export {
   DEFAULT_GRACE_MS,
+  DEFAULT_PROXY_TIMEOUT_MS,
+  DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
+  type ProxyProtocolOptions,
   serve,
   type ServeCommonOptions,
   type ServeOptions,

@@ -13,6 +13,7 @@
 import { MAXLINE, SERV_PORT, SERVER_HOST } from "./src/constants.ts";
 import {
   DEFAULT_GRACE_MS,
+  DEFAULT_PROXY_TIMEOUT_MS,
   DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
   serve,
   type ServerStats,
@@ -23,6 +24,7 @@ import {
   WorkerPool,
 } from "./src/_worker_pool.ts";
 import { type MetricsServer, serveMetrics } from "./src/_http.ts";
+import { parseCidrs } from "./src/_cidr.ts";
 import {
   CliError,
   EXIT,
@@ -72,6 +74,14 @@ export interface ServerCliOptions {
   workers: number;
   /** Where to serve /metrics and /healthz, if anywhere. */
   metrics: { hostname: string; port: number } | undefined;
+  /** Expect a PROXY protocol header on every connection. */
+  proxyProtocol: boolean;
+  /** --proxy-protocol: the peers (CIDR ranges) that may connect; [] for any. */
+  proxyFrom: string[];
+  /** --proxy-protocol: the header's deadline, in milliseconds. */
+  proxyTimeout: number;
+  /** At SIGINT/SIGTERM: keep serving this long (ms) with /healthz at 503. */
+  drainDelay: number;
   /** Leave out the per-connection log lines. */
   quiet: boolean;
   logFormat: LogFormat;
@@ -100,6 +110,10 @@ export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
   handshakeTimeout: DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
   workers: 1,
   metrics: undefined,
+  proxyProtocol: false,
+  proxyFrom: [],
+  proxyTimeout: DEFAULT_PROXY_TIMEOUT_MS,
+  drainDelay: 0,
   quiet: false,
   logFormat: "text",
   help: false,
@@ -128,8 +142,11 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       "handshake-timeout",
       "workers",
       "metrics",
+      "proxy-from",
+      "proxy-timeout",
+      "drain-delay",
     ],
-    boolean: ["once", "unicode", "quiet", "help", "version"],
+    boolean: ["once", "unicode", "quiet", "proxy-protocol", "help", "version"],
     alias: { h: "help", V: "version", q: "quiet" },
   });
   if (flags._.length > 0) {
@@ -161,6 +178,14 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     ),
     workers: parseWorkers(flags.workers, d.workers),
     metrics: parseHostPort("metrics", flags.metrics, d.metrics),
+    proxyProtocol: flags["proxy-protocol"] === true,
+    proxyFrom: parseProxyFrom(flags["proxy-from"], d.proxyFrom),
+    proxyTimeout: parseSeconds(
+      "proxy-timeout",
+      flags["proxy-timeout"],
+      d.proxyTimeout,
+    ),
+    drainDelay: parseSeconds("drain-delay", flags["drain-delay"], d.drainDelay),
     quiet: flags.quiet === true,
     logFormat: parseChoice("log-format", flags["log-format"], [
       "text",
@@ -198,6 +223,30 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       EXIT.USAGE,
     );
   }
+  if (flags["proxy-from"] !== undefined && !options.proxyProtocol) {
+    throw new CliError(
+      "Conflicting flags: --proxy-from goes with --proxy-protocol",
+      EXIT.USAGE,
+    );
+  }
+  if (flags["proxy-timeout"] !== undefined && !options.proxyProtocol) {
+    throw new CliError(
+      "Conflicting flags: --proxy-timeout goes with --proxy-protocol",
+      EXIT.USAGE,
+    );
+  }
+  if (flags["proxy-from"] !== undefined && options.unix !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --proxy-from cannot be combined with --unix (a Unix socket peer has no address)",
+      EXIT.USAGE,
+    );
+  }
+  if (options.proxyProtocol && options.proxyTimeout === 0) {
+    throw new CliError(
+      'Invalid --proxy-timeout: "0": the header needs some time to arrive',
+      EXIT.USAGE,
+    );
+  }
   if (options.unix !== undefined && options.workers > 1) {
     throw new CliError(
       "Conflicting flags: --workers cannot be combined with --unix (a Unix socket has one listener)",
@@ -224,6 +273,26 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     );
   }
   return options;
+}
+
+/**
+ * Validates `--proxy-from CIDR[,CIDR...]`.
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The ranges when the flag is absent.
+ * @returns The ranges as written.
+ * @throws {CliError} For a range that is not CIDR.
+ */
+function parseProxyFrom(value: unknown, fallback: string[]): string[] {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  try {
+    parseCidrs(text);
+  } catch (err: unknown) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new CliError(`Invalid --proxy-from: ${err.message}`, EXIT.USAGE);
+  }
+  return text.split(",").map((item) => item.trim());
 }
 
 /** The addresses that mean "every interface". */
@@ -292,6 +361,20 @@ Options:
   --metrics HOST:PORT    serve GET /metrics (Prometheus) and GET /healthz
                          (200, or 503 once a shutdown began) over HTTP there;
                          needs its own --allow-net entry
+  --proxy-protocol       every connection starts with a PROXY protocol header
+                         (v1 or v2, from HAProxy, nginx, a cloud balancer):
+                         the log shows the client it names
+  --proxy-from CIDR[,CIDR...]
+                         --proxy-protocol: only these peers may connect (the
+                         balancers); others are closed unanswered
+  --proxy-timeout SECONDS
+                         --proxy-protocol: close a connection whose header
+                         is not complete by then (default ${
+    d.proxyTimeout / 1000
+  })
+  --drain-delay SECONDS  at SIGINT/SIGTERM, answer /healthz with 503 and go on
+                         serving this long before the --grace period
+                         (default 0)
   -q, --quiet            no per-connection log lines
   --log-format FORMAT    text or json, one line per event (default ${d.logFormat})
   -h, --help             show this help
@@ -300,14 +383,21 @@ Options:
 The --allow-net permission must name the same HOST:PORT, e.g.
   deno run --allow-net=0.0.0.0:${SERV_PORT} server.ts
 
-SIGINT (Ctrl-C) or SIGTERM: stop accepting, let open connections finish for
-up to --grace seconds, close the rest, print a summary, exit 0. A second
-signal closes them at once.
+SIGINT (Ctrl-C) or SIGTERM: after --drain-delay (serving, /healthz 503), stop
+accepting, let open connections finish for up to --grace seconds, close the
+rest, print a summary, exit 0. A second signal closes them at once.
 
 ${EXIT_CODES_HELP}`);
 }
 
 /** Starts the server, replacing a stale Unix socket nobody answers on. */
+/** --proxy-protocol, --proxy-from, --proxy-timeout, for serve(). */
+function proxyOptions(options: ServerCliOptions) {
+  return options.proxyProtocol
+    ? { from: options.proxyFrom, timeout: options.proxyTimeout }
+    : undefined;
+}
+
 /** --cert and --key: the files' contents, for serve(). */
 async function readTls(options: ServerCliOptions) {
   return options.cert === undefined || options.key === undefined ? undefined : {
@@ -324,6 +414,7 @@ async function start(options: ServerCliOptions, log: ServerLog) {
     unicode: options.unicode,
     maxConns: options.maxConns,
     idleTimeout: options.idleTimeout,
+    proxyProtocol: proxyOptions(options),
     onEvent: log.event.bind(log),
   };
   const { unix } = options;
@@ -366,7 +457,9 @@ function explainTlsSetupError(
   ) {
     const address = joinHostPort(options.hostname, options.port);
     return new CliError(
-      `Permission denied: TLS without --allow-ffi relays each client through a listener on 127.0.0.1, which needs --allow-net=${address},127.0.0.1 (or grant --allow-ffi: stalled handshakes are then freed with shutdown(2), and TLS runs about twice as fast)`,
+      options.proxyProtocol
+        ? `Permission denied: TLS with --proxy-protocol relays each client through a listener on 127.0.0.1 (the header comes before the handshake), which needs --allow-net=${address},127.0.0.1`
+        : `Permission denied: TLS without --allow-ffi relays each client through a listener on 127.0.0.1, which needs --allow-net=${address},127.0.0.1 (or grant --allow-ffi: stalled handshakes are then freed with shutdown(2), and TLS runs about twice as fast)`,
       EXIT.PERMISSION,
     );
   }
@@ -447,6 +540,7 @@ async function startWorkers(
         unicode: options.unicode,
         maxConns: options.maxConns,
         idleTimeout: options.idleTimeout,
+        proxyProtocol: proxyOptions(options),
       },
       onEvent: (event, worker) => log.event(event, worker),
       onWorkerDied: (worker, error, lost) =>
@@ -528,9 +622,27 @@ async function main(): Promise<number> {
   const metrics = options.metrics === undefined
     ? undefined
     : startMetrics(options.metrics, server, () => signals === 0, log);
+  let drain: ReturnType<typeof setTimeout> | undefined;
+  const phases: { drainStarted?: number; closeStarted?: number } = {};
+  const close = (grace: number) => {
+    clearTimeout(drain);
+    phases.closeStarted ??= Date.now();
+    server.shutdown({ grace });
+  };
   const stop = () => {
     signals++;
-    server.shutdown({ grace: signals === 1 ? options.grace : 0 });
+    if (signals > 1) return close(0);
+    if (options.drainDelay === 0) return close(options.grace);
+    // /healthz says 503 from now; the balancer takes us out meanwhile.
+    phases.drainStarted = Date.now();
+    log.note(
+      "drain",
+      `Draining: /healthz answers 503; still serving for ${
+        options.drainDelay / 1000
+      } s (--drain-delay), then closing the listener`,
+      { delayMs: options.drainDelay },
+    );
+    drain = setTimeout(() => close(options.grace), options.drainDelay);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
@@ -538,7 +650,7 @@ async function main(): Promise<number> {
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
   await metrics?.shutdown();
-  log.summary(server.addr, server.stats, Date.now() - started);
+  log.summary(server.addr, server.stats, Date.now() - started, phases);
   // Exit even if a stalled log reader never takes the last lines.
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([

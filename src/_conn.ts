@@ -21,6 +21,11 @@ export interface Conn {
   close(): void;
   /** Turns Nagle's algorithm off or on, where the transport has it. */
   setNoDelay?(noDelay?: boolean): void;
+  /**
+   * A load balancer's own connection (a PROXY v2 LOCAL header): a health
+   * check, served as any other but logged quietly.
+   */
+  readonly healthCheck?: boolean;
 }
 
 /** A source of connections, as {@linkcode Deno.Listener} has it. */

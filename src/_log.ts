@@ -124,6 +124,13 @@ export class ServerLog {
     ) {
       return;
     }
+    // A load balancer's health checks: in the JSON log only, not as lines
+    // (but a check that fails is).
+    const check = (event.type === "connect" || event.type === "close") &&
+      event.check === true;
+    const failed = (event.type === "close" && event.error !== undefined) ||
+      event.type === "accept-error";
+    if (this.#options.format === "text" && check && !failed) return;
     if (this.#options.format === "json") {
       const record = eventRecord(event);
       if (worker !== undefined) record.worker = worker;
@@ -131,8 +138,6 @@ export class ServerLog {
       return;
     }
     const line = formatEvent(event);
-    const failed = (event.type === "close" && event.error !== undefined) ||
-      event.type === "accept-error";
     this.#out.write(
       !this.#options.color
         ? line
@@ -150,8 +155,15 @@ export class ServerLog {
    * @param addr Where the server listened.
    * @param stats Its final counters.
    * @param uptimeMs How long it ran.
+   * @param phases When the shutdown's phases began (ms since the epoch):
+   *   the drain (--drain-delay) and the closing of the listener.
    */
-  summary(addr: Deno.Addr, stats: ServerStats, uptimeMs: number): void {
+  summary(
+    addr: Deno.Addr,
+    stats: ServerStats,
+    uptimeMs: number,
+    phases: { drainStarted?: number; closeStarted?: number } = {},
+  ): void {
     if (this.#options.format === "json") {
       this.#out.write(JSON.stringify({
         time: now(),
@@ -165,8 +177,15 @@ export class ServerLog {
         idleClosed: stats.idleClosed,
         shutdownClosed: stats.shutdownClosed,
         handshakeErrors: stats.handshakeErrors,
+        headerErrors: stats.headerErrors,
         closed: stats.closed,
         uptimeMs,
+        ...(phases.drainStarted === undefined
+          ? {}
+          : { drainStarted: new Date(phases.drainStarted).toISOString() }),
+        ...(phases.closeStarted === undefined
+          ? {}
+          : { closeStarted: new Date(phases.closeStarted).toISOString() }),
       }));
     } else {
       const line = `Served ${plural(stats.accepted, "connection")} on ${
@@ -180,10 +199,24 @@ export class ServerLog {
           ? `, ${stats.handshakeErrors} failed the TLS handshake`
           : ""
       }${
+        stats.headerErrors > 0
+          ? `, ${stats.headerErrors} without a valid PROXY header`
+          : ""
+      }${
+        stats.closed.check > 0
+          ? `, ${plural(stats.closed.check, "health check")}`
+          : ""
+      }${
         stats.shutdownClosed > 0
           ? `, ${stats.shutdownClosed} cut off at shutdown`
           : ""
-      }, up ${formatDuration(uptimeMs, { ignoreZero: true }) || "0ms"}`;
+      }, up ${formatDuration(uptimeMs, { ignoreZero: true }) || "0ms"}${
+        phases.drainStarted !== undefined && phases.closeStarted !== undefined
+          ? `; drained ${
+            (phases.closeStarted - phases.drainStarted) / 1000
+          } s before closing the listener`
+          : ""
+      }`;
       this.#out.write(this.#options.color ? bold(line) : line);
     }
   }

@@ -22,6 +22,7 @@ export class ServerTotals {
     bytesOut: 0,
     errors: 0,
     handshakeErrors: 0,
+    headerErrors: 0,
     closed: Object.fromEntries(
       CLOSE_REASONS.map((reason) => [reason, 0]),
     ) as Record<CloseReason, number>,
@@ -51,7 +52,8 @@ export class ServerTotals {
         stats.refused++;
         break;
       case "open-error":
-        stats.handshakeErrors++;
+        if (event.step === "tls") stats.handshakeErrors++;
+        else stats.headerErrors++;
         stats.closed[event.reason]++;
         break;
     }

@@ -8,6 +8,7 @@
 
 import { CLIENT_HOST, SERV_PORT } from "./constants.ts";
 import { closeQuietly, writeAll } from "./_io.ts";
+import { encodeProxyHeader } from "./_proxy_header.ts";
 
 /** Options for {@linkcode connect}. */
 export interface ConnectOptions {
@@ -37,6 +38,14 @@ export interface ConnectOptions {
    * @default {undefined} (plain TCP)
    */
   tls?: ConnectTlsOptions;
+  /**
+   * Send a PROXY protocol header of this version (1: text, 2: binary) with
+   * the connection's own addresses first, before TLS if any: to test a
+   * server that expects one (`server.ts --proxy-protocol`, HAProxy, nginx).
+   *
+   * @default {undefined} (no header)
+   */
+  proxyHeader?: 1 | 2;
 }
 
 /** TLS options of {@linkcode connect}, as {@linkcode Deno.startTls} has them. */
@@ -120,9 +129,17 @@ export async function connect(
   const port = options.port ?? SERV_PORT;
   const { tls } = options;
   if (tls === undefined) {
-    return await Deno.connect({ hostname, port, transport: "tcp" });
+    return await withProxyHeader(
+      await Deno.connect({ hostname, port, transport: "tcp" }),
+      options.proxyHeader,
+    );
   }
   if (tls.cert !== undefined || tls.key !== undefined) {
+    if (options.proxyHeader !== undefined) {
+      throw new TypeError(
+        "Conflicting options: a client certificate cannot be combined with proxyHeader (Deno.connectTls starts TLS at once)",
+      );
+    }
     // Deno.startTls cannot present a client certificate; connectTls can, with
     // the name it connects to as the server's name.
     if (tls.serverName !== undefined) {
@@ -141,12 +158,33 @@ export async function connect(
       tls,
     );
   }
-  const tcp = await Deno.connect({ hostname, port, transport: "tcp" });
+  const tcp = await withProxyHeader(
+    await Deno.connect({ hostname, port, transport: "tcp" }),
+    options.proxyHeader,
+  );
   const conn = Deno.startTls(tcp, {
     hostname: tls.serverName ?? hostname,
     caCerts: tls.caCerts,
   });
   return await handshake(conn, tls, tcp);
+}
+
+/** Writes a PROXY header with the connection's addresses, if asked to. */
+async function withProxyHeader(
+  conn: Deno.TcpConn,
+  version: 1 | 2 | undefined,
+): Promise<Deno.TcpConn> {
+  if (version === undefined) return conn;
+  try {
+    await writeAll(
+      conn,
+      encodeProxyHeader(version, conn.localAddr, conn.remoteAddr),
+    );
+  } catch (err: unknown) {
+    closeQuietly(conn);
+    throw err;
+  }
+  return conn;
 }
 
 /**

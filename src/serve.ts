@@ -14,6 +14,8 @@ import type { Conn, ConnLayer, Listener } from "./_conn.ts";
 import { type Connection, ConnectionTable } from "./_connections.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 import { listenTls } from "./_tls.ts";
+import { chainLayers, LayerError, proxyLayer } from "./_proxy.ts";
+import { parseCidrs } from "./_cidr.ts";
 import { type ConnLimit, LocalLimit } from "./_conn_limit.ts";
 import {
   CLOSE_REASONS,
@@ -38,6 +40,8 @@ export type ServerEvent =
     /** The connection's number: 1 for the first accepted, and so on. */
     id: number;
     remote: Deno.Addr;
+    /** Set for a load balancer's health check (a PROXY v2 LOCAL header). */
+    check?: true;
   }
   | {
     type: "close";
@@ -63,6 +67,8 @@ export type ServerEvent =
     reason: CloseReason;
     /** How long it was open, in milliseconds. */
     durationMs: number;
+    /** Set for a load balancer's health check (a PROXY v2 LOCAL header). */
+    check?: true;
   }
   | {
     type: "refuse";
@@ -73,11 +79,12 @@ export type ServerEvent =
   | { type: "accept-error"; error: string }
   | {
     /**
-     * A new connection failed a step before the bytes flow: the TLS
-     * handshake. It was closed; it is not counted as accepted.
+     * A new connection failed a step before the bytes flow: the PROXY
+     * header or the TLS handshake. It was closed; it is not counted as
+     * accepted.
      */
     type: "open-error";
-    /** The step: `"tls"`. */
+    /** The step: `"tls"` (the handshake) or `"proxy"` (the header). */
     step: "tls" | "proxy";
     remote: Deno.Addr;
     /** What went wrong, in words. */
@@ -129,12 +136,46 @@ export interface ServeCommonOptions {
    */
   idleTimeout?: number;
   /**
+   * Expect a PROXY protocol header (version 1 or 2, as HAProxy's
+   * `proxy-protocol.txt` has it) at the start of every connection: a load
+   * balancer's way to say who the client is. The events then give the
+   * client the header names; a v2 LOCAL header (a health check) is served
+   * as itself and its events say `check: true`. A connection without a
+   * valid header within the timeout is closed with an `open-error` event.
+   * `true` for the defaults.
+   *
+   * @default {undefined} (no header)
+   */
+  proxyProtocol?: boolean | ProxyProtocolOptions;
+  /**
    * Called for each {@linkcode ServerEvent}, for logging. Must not throw.
    *
    * @default {undefined} (silent)
    */
   onEvent?: (event: ServerEvent) => void;
 }
+
+/** Options of {@linkcode ServeCommonOptions.proxyProtocol}. */
+export interface ProxyProtocolOptions {
+  /**
+   * Close a connection whose header is not complete after this many
+   * milliseconds.
+   *
+   * @default {5000}
+   */
+  timeout?: number;
+  /**
+   * Only peers in these address ranges (CIDR, e.g. `"10.0.0.0/8"`,
+   * `"::1/128"`) may connect: the load balancers. Others are closed
+   * unanswered. Empty: any peer may send a header, and so name any client.
+   *
+   * @default {[]}
+   */
+  from?: string[];
+}
+
+/** Default of {@linkcode ProxyProtocolOptions.timeout}, in milliseconds. */
+export const DEFAULT_PROXY_TIMEOUT_MS = 5000;
 
 /** Options for {@linkcode serve} on TCP. */
 export interface ServeOptions extends ServeCommonOptions {
@@ -209,6 +250,11 @@ export interface ServerStats {
   errors: number;
   /** Connections that failed the TLS handshake (closed, not accepted). */
   handshakeErrors: number;
+  /**
+   * Connections without a valid PROXY header, or from a peer outside
+   * {@linkcode ProxyProtocolOptions.from} (closed, not accepted).
+   */
+  headerErrors: number;
   /** Connections closed, by how they ended (refused ones not included). */
   closed: Record<CloseReason, number>;
   /** How long the closed connections were open. */
@@ -265,6 +311,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     bytesOut: 0,
     errors: 0,
     handshakeErrors: 0,
+    headerErrors: 0,
     closed: Object.fromEntries(
       CLOSE_REASONS.map((reason) => [reason, 0]),
     ) as Record<CloseReason, number>,
@@ -439,12 +486,14 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       closeQuietly(c.conn);
       this.#conns.delete(c);
       this.#limit.release();
-      const reason = layer.step === "tls" ? "handshake" : "header";
-      this.#stats.handshakeErrors++;
+      const step = err instanceof LayerError ? err.step : layer.step;
+      const reason = step === "tls" ? "handshake" : "header";
+      if (step === "tls") this.#stats.handshakeErrors++;
+      else this.#stats.headerErrors++;
       this.#stats.closed[reason]++;
       this.#emit({
         type: "open-error",
-        step: layer.step,
+        step,
         reason,
         remote,
         error: c.cutOff === "idle-timeout"
@@ -481,10 +530,11 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     const remote = conn.remoteAddr;
     const table = this.#conns;
     const started = performance.now();
+    const check = conn.healthCheck === true ? { check: true as const } : {};
     let error: string | undefined;
     let reason: CloseReason = "eof";
     stats.active++;
-    this.#emit({ type: "connect", id, remote });
+    this.#emit({ type: "connect", id, remote, ...check });
     // Echoes upper-cased bytes until the client half-closes. One buffer is
     // in use at a time and nothing is read while a write is pending, so a
     // fast sender is held back by TCP flow control, not by the heap. The
@@ -532,6 +582,9 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       this.#limit.release();
       stats.active--;
       if (c.cutOff !== undefined) reason = c.cutOff;
+      else if (conn.healthCheck === true && error === undefined) {
+        reason = "check";
+      }
       stats.closed[reason]++;
       const durationMs = Math.round((performance.now() - started) * 1000) /
         1000;
@@ -550,6 +603,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         error,
         reason,
         durationMs,
+        ...check,
       });
     }
   }
@@ -615,9 +669,12 @@ export function serve(
   if ("path" in options) {
     const { path } = options;
     const listener = Deno.listen({ transport: "unix", path });
-    return new Server<Deno.UnixAddr>(listener, options, () => {
-      removeQuietly(path);
-    });
+    return new Server<Deno.UnixAddr>(
+      listener,
+      options,
+      () => removeQuietly(path),
+      proxyLayerOf(options),
+    );
   }
   return serveTcp(options);
 }
@@ -647,18 +704,25 @@ export function serveTcp(
     port: options.port ?? SERV_PORT,
     ...(internals.reusePort ? { reusePort: true } : {}),
   };
+  const proxy = proxyLayerOf(options);
   if (options.cert !== undefined || options.key !== undefined) {
-    const path = listenTls(address, {
-      cert: options.cert ?? "",
-      key: options.key ?? "",
-      handshakeTimeout: options.handshakeTimeout ??
-        DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
-    });
+    // A PROXY header comes before the handshake: only the relay, which
+    // accepts plain TCP itself, can read it.
+    const path = listenTls(
+      address,
+      {
+        cert: options.cert ?? "",
+        key: options.key ?? "",
+        handshakeTimeout: options.handshakeTimeout ??
+          DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
+      },
+      proxy === undefined ? undefined : "relay",
+    );
     return new Server<Deno.NetAddr>(
       path.listener,
       options,
       () => path.close(),
-      path.layer,
+      proxy === undefined ? path.layer : chainLayers(proxy, path.layer),
       path.mode,
       internals.limit,
     );
@@ -668,10 +732,21 @@ export function serveTcp(
     listener,
     options,
     undefined,
-    undefined,
+    proxy,
     undefined,
     internals.limit,
   );
+}
+
+/** The PROXY layer `options` ask for, if any. */
+function proxyLayerOf(options: ServeCommonOptions): ConnLayer | undefined {
+  const { proxyProtocol } = options;
+  if (proxyProtocol === undefined || proxyProtocol === false) return undefined;
+  const settings = proxyProtocol === true ? {} : proxyProtocol;
+  return proxyLayer({
+    timeout: settings.timeout ?? DEFAULT_PROXY_TIMEOUT_MS,
+    from: settings.from?.length ? parseCidrs(settings.from.join(",")) : [],
+  });
 }
 
 function removeQuietly(path: string): void {

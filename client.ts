@@ -29,6 +29,7 @@ import {
   EXIT,
   EXIT_CODES_HELP,
   explainNetworkError,
+  formatAddr,
   joinHostPort,
   type NetworkContext,
   optionalString,
@@ -43,6 +44,7 @@ import {
   run,
 } from "./src/_cli.ts";
 import { describeTlsFailure, formatTlsFailure } from "./src/_tls_errors.ts";
+import { ClientTrace, formatTrace, type TraceEvent } from "./src/_trace.ts";
 import { closeQuietly, writeAll } from "./src/_io.ts";
 import { ProgressLine } from "./src/_progress.ts";
 import { VERSION } from "./src/version.ts";
@@ -86,6 +88,8 @@ export interface ClientCliOptions {
   key: string | undefined;
   /** --tls: the handshake's time limit in milliseconds; 0 for none. */
   handshakeTimeout: number;
+  /** Trace each socket call on stderr. */
+  trace: boolean;
   /** Send a PROXY protocol header of this version first. */
   proxyProtocol: 1 | 2 | undefined;
   /** --tls: the options for connect(), with the files' contents. */
@@ -115,6 +119,7 @@ export const CLIENT_DEFAULTS: Readonly<ClientCliOptions> = {
   key: undefined,
   handshakeTimeout: DEFAULT_HANDSHAKE_TIMEOUT_MS,
   tlsConnect: undefined,
+  trace: false,
   proxyProtocol: undefined,
   help: false,
   version: false,
@@ -151,7 +156,15 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
       "handshake-timeout",
       "proxy-protocol",
     ],
-    boolean: ["interactive", "quiet", "json", "tls", "help", "version"],
+    boolean: [
+      "interactive",
+      "quiet",
+      "json",
+      "tls",
+      "trace",
+      "help",
+      "version",
+    ],
     alias: { i: "interactive", q: "quiet", h: "help", V: "version" },
   });
   if (flags._.length > 1) {
@@ -193,6 +206,7 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
       d.handshakeTimeout,
     ),
     tlsConnect: d.tlsConnect,
+    trace: flags.trace === true,
     proxyProtocol: flags["proxy-protocol"] === undefined
       ? d.proxyProtocol
       : parseChoice("proxy-protocol", flags["proxy-protocol"], ["v1", "v2"]) ===
@@ -233,6 +247,18 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
   if (!options.tls && tlsOnly !== undefined) {
     throw new CliError(
       `Conflicting flags: --${tlsOnly} goes with --tls`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.trace && options.bench !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --trace follows one connection and cannot be combined with --bench",
+      EXIT.USAGE,
+    );
+  }
+  if (options.trace && options.quiet) {
+    throw new CliError(
+      "Conflicting flags: --trace cannot be combined with --quiet",
       EXIT.USAGE,
     );
   }
@@ -325,6 +351,8 @@ Options:
   --handshake-timeout SECONDS
                          --tls: give up if the handshake takes longer
                          (default ${d.handshakeTimeout / 1000}; 0: no limit)
+  --trace                print each socket call (connect, write, shutdown,
+                         read, close) and what TCP did, on stderr
   --proxy-protocol v1|v2 send a PROXY protocol header with the connection's
                          addresses first (every mode), for servers behind a
                          load balancer
@@ -443,6 +471,25 @@ function explainFailure(err: unknown, options: ClientCliOptions): unknown {
   return explainNetworkError(err, networkContext(options));
 }
 
+/** --trace: the connection, with a line on stderr for each socket call. */
+function traced(conn: Deno.Conn, options: ClientCliOptions): Deno.Conn {
+  const encoder = new TextEncoder();
+  const emit = (event: TraceEvent) =>
+    Deno.stderr.writeSync(encoder.encode(`${formatTrace(event)}\n`));
+  if (options.proxyProtocol !== undefined) {
+    emit({
+      id: 0,
+      side: "client",
+      call: "proxy",
+      text: `PROXY header (v${options.proxyProtocol}) sent first, naming ${
+        formatAddr(conn.localAddr)
+      } as the client`,
+    });
+  }
+  // exchange() and the loops use only read, write, closeWrite and close.
+  return new ClientTrace(conn, emit, options.tls) as unknown as Deno.Conn;
+}
+
 /** Connects, within the timeout, explaining any failure in one line. */
 async function open(options: ClientCliOptions): Promise<Deno.Conn> {
   const connecting = connect({
@@ -468,7 +515,8 @@ async function open(options: ClientCliOptions): Promise<Deno.Conn> {
     }, options.timeout);
   });
   try {
-    return await Promise.race([connecting, expired]);
+    const conn = await Promise.race([connecting, expired]);
+    return options.trace ? traced(conn, options) : conn;
   } catch (err: unknown) {
     if (err instanceof CliError) throw err;
     throw explainFailure(err, options);

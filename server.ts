@@ -84,6 +84,8 @@ export interface ServerCliOptions {
   drainDelay: number;
   /** Leave out the per-connection log lines. */
   quiet: boolean;
+  /** Log each socket call of each connection. */
+  trace: boolean;
   logFormat: LogFormat;
   help: boolean;
   version: boolean;
@@ -115,6 +117,7 @@ export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
   proxyTimeout: DEFAULT_PROXY_TIMEOUT_MS,
   drainDelay: 0,
   quiet: false,
+  trace: false,
   logFormat: "text",
   help: false,
   version: false,
@@ -146,7 +149,15 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       "proxy-timeout",
       "drain-delay",
     ],
-    boolean: ["once", "unicode", "quiet", "proxy-protocol", "help", "version"],
+    boolean: [
+      "once",
+      "unicode",
+      "quiet",
+      "trace",
+      "proxy-protocol",
+      "help",
+      "version",
+    ],
     alias: { h: "help", V: "version", q: "quiet" },
   });
   if (flags._.length > 0) {
@@ -187,6 +198,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     ),
     drainDelay: parseSeconds("drain-delay", flags["drain-delay"], d.drainDelay),
     quiet: flags.quiet === true,
+    trace: flags.trace === true,
     logFormat: parseChoice("log-format", flags["log-format"], [
       "text",
       "json",
@@ -220,6 +232,12 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
   if (options.cert !== undefined && options.unix !== undefined) {
     throw new CliError(
       "Conflicting flags: --cert and --key (TLS) cannot be combined with --unix",
+      EXIT.USAGE,
+    );
+  }
+  if (options.trace && options.quiet) {
+    throw new CliError(
+      "Conflicting flags: --trace logs every socket call and cannot be combined with --quiet",
       EXIT.USAGE,
     );
   }
@@ -376,6 +394,8 @@ Options:
                          serving this long before the --grace period
                          (default 0)
   -q, --quiet            no per-connection log lines
+  --trace                log each socket call of each connection (accept,
+                         read, write, EOF, RST, close) and what TCP did
   --log-format FORMAT    text or json, one line per event (default ${d.logFormat})
   -h, --help             show this help
   -V, --version          show the version
@@ -415,6 +435,7 @@ async function start(options: ServerCliOptions, log: ServerLog) {
     maxConns: options.maxConns,
     idleTimeout: options.idleTimeout,
     proxyProtocol: proxyOptions(options),
+    trace: options.trace,
     onEvent: log.event.bind(log),
   };
   const { unix } = options;
@@ -541,6 +562,7 @@ async function startWorkers(
         maxConns: options.maxConns,
         idleTimeout: options.idleTimeout,
         proxyProtocol: proxyOptions(options),
+        trace: options.trace,
       },
       onEvent: (event, worker) => log.event(event, worker),
       onWorkerDied: (worker, error, lost) =>

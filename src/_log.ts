@@ -8,6 +8,7 @@ import { bold, red, yellow } from "@std/fmt/colors";
 import type { ServerEvent, ServerStats } from "./serve.ts";
 import { formatAddr } from "./_cli.ts";
 import { writeAll, type Writer } from "./_io.ts";
+import { formatTrace } from "./_trace.ts";
 
 /** Lines kept waiting for a slow log reader before new ones are dropped. */
 export const MAX_QUEUED_LINES = 10_000;
@@ -285,6 +286,8 @@ export function formatEvent(event: ServerEvent): string {
       }: ${event.maxConns} connections open (--max-conns)`;
     case "accept-error":
       return `accept failed: ${event.error}; retrying`;
+    case "trace":
+      return formatTrace(event);
     case "open-error":
       return `${
         event.step === "tls" ? "TLS handshake failed" : "PROXY header rejected"

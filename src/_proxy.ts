@@ -33,12 +33,15 @@ class ProxiedConn implements Conn {
   readonly healthCheck: boolean;
   /** What the header said, for the trace. */
   readonly header: ProxyHeader;
+  /** The balancer's own address (the socket's peer), for the trace. */
+  readonly proxiedBy: Deno.Addr;
   #conn: Conn;
   #rest: Uint8Array | undefined;
 
   constructor(conn: Conn, header: ProxyHeader, rest: Uint8Array) {
     this.#conn = conn;
     this.header = header;
+    this.proxiedBy = conn.remoteAddr;
     this.remoteAddr = header.source ?? conn.remoteAddr;
     this.localAddr = header.destination ?? conn.localAddr;
     this.healthCheck = header.command === "local";

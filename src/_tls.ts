@@ -20,6 +20,7 @@ import type { Conn, ConnLayer, Listener } from "./_conn.ts";
 import { closeQuietly, writeAll } from "./_io.ts";
 import { canShutdownSockets, shutdownSockets } from "./_socket_shutdown.ts";
 import { describeTlsFailure, formatTlsFailure } from "./_tls_errors.ts";
+import type { ProxyHeader } from "./_proxy_header.ts";
 
 /** The server's TLS settings. */
 export interface TlsServerOptions {
@@ -116,6 +117,10 @@ async function withinLimit(
 class TlsServerConn implements Conn {
   readonly remoteAddr: Deno.Addr;
   readonly localAddr: Deno.Addr;
+  /** For the trace: this connection speaks TLS. */
+  readonly tls = true;
+  /** For the trace: the client's stream ended with a bare FIN. */
+  endedWithoutCloseNotify = false;
   #tls: Deno.TlsConn;
   #onClose: (conn: TlsServerConn) => void;
 
@@ -131,7 +136,10 @@ class TlsServerConn implements Conn {
   }
 
   read(p: Uint8Array): Promise<number | null> {
-    return this.#tls.read(p).catch(endOfRequest);
+    return this.#tls.read(p).catch((err: unknown) => {
+      this.endedWithoutCloseNotify = endOfRequest(err);
+      return null;
+    });
   }
 
   write(p: Uint8Array): Promise<number> {
@@ -148,8 +156,9 @@ class TlsServerConn implements Conn {
   }
 }
 
-function endOfRequest(err: unknown): null {
-  if (err instanceof Deno.errors.UnexpectedEof) return null;
+/** A bare FIN (`UnexpectedEof`) is the end of the request: true; else throws. */
+function endOfRequest(err: unknown): true {
+  if (err instanceof Deno.errors.UnexpectedEof) return true;
   throw err;
 }
 
@@ -217,6 +226,10 @@ async function relay(from: Conn, to: Conn): Promise<void> {
 class RelayedConn implements Conn {
   readonly remoteAddr: Deno.Addr;
   readonly localAddr: Deno.Addr;
+  /** For the trace: this connection speaks TLS. */
+  readonly tls = true;
+  /** For the trace: the client's stream ended with a bare FIN. */
+  endedWithoutCloseNotify = false;
   #tls: Deno.TlsConn;
   #raw: Conn;
   #up: Deno.TcpConn;
@@ -238,7 +251,10 @@ class RelayedConn implements Conn {
   }
 
   read(p: Uint8Array): Promise<number | null> {
-    return this.#tls.read(p).catch(endOfRequest);
+    return this.#tls.read(p).catch((err: unknown) => {
+      this.endedWithoutCloseNotify = endOfRequest(err);
+      return null;
+    });
   }
 
   write(p: Uint8Array): Promise<number> {
@@ -247,6 +263,16 @@ class RelayedConn implements Conn {
 
   closeWrite(): Promise<void> {
     return this.#tls.closeWrite();
+  }
+
+  /** For the trace: the PROXY header below, if there was one. */
+  get header(): ProxyHeader | undefined {
+    return (this.#raw as { header?: ProxyHeader }).header;
+  }
+
+  /** For the trace: the balancer's address, if a PROXY header came first. */
+  get proxiedBy(): Deno.Addr | undefined {
+    return (this.#raw as { proxiedBy?: Deno.Addr }).proxiedBy;
   }
 
   /** Closes the TLS side; the plain sockets once the reply has gone out. */

@@ -14,6 +14,7 @@ import type { Conn, ConnLayer, Listener } from "./_conn.ts";
 import { type Connection, ConnectionTable } from "./_connections.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 import { listenTls } from "./_tls.ts";
+import { ServerTrace, type TraceEvent } from "./_trace.ts";
 import { chainLayers, LayerError, proxyLayer } from "./_proxy.ts";
 import { parseCidrs } from "./_cidr.ts";
 import { type ConnLimit, LocalLimit } from "./_conn_limit.ts";
@@ -77,6 +78,13 @@ export type ServerEvent =
     maxConns: number;
   }
   | { type: "accept-error"; error: string }
+  | ({
+    /**
+     * With {@linkcode ServeCommonOptions.trace}: one socket call of a
+     * connection and what it meant at the TCP level.
+     */
+    type: "trace";
+  } & TraceEvent)
   | {
     /**
      * A new connection failed a step before the bytes flow: the PROXY
@@ -147,6 +155,15 @@ export interface ServeCommonOptions {
    * @default {undefined} (no header)
    */
   proxyProtocol?: boolean | ProxyProtocolOptions;
+  /**
+   * Emit a `trace` event for each socket call of each connection (accept,
+   * every read and write with a preview of the bytes, EOF, a reset, a write
+   * held back by flow control, close), in the seed tutorial's words: to
+   * watch TCP at work. Off, it costs nothing.
+   *
+   * @default {false}
+   */
+  trace?: boolean;
   /**
    * Called for each {@linkcode ServerEvent}, for logging. Must not throw.
    *
@@ -298,6 +315,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
 
   #listener: Listener;
   #once: boolean;
+  #trace: boolean;
   #unicode: boolean;
   #maxConns: number;
   #emit: (event: ServerEvent) => void;
@@ -344,6 +362,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#layer = layer;
     this.addr = listener.addr as A;
     this.#once = options.once ?? false;
+    this.#trace = options.trace ?? false;
     this.#unicode = options.unicode ?? false;
     this.#maxConns = options.maxConns ?? 0;
     this.#limit = limit ?? new LocalLimit(this.#maxConns);
@@ -526,6 +545,14 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   async #handleConnection(c: Connection): Promise<void> {
     const stats = this.#stats;
     const id = ++stats.accepted;
+    if (this.#trace) {
+      c.conn = new ServerTrace(
+        c.conn,
+        id,
+        this.#once,
+        (event) => this.#emit({ type: "trace", ...event }),
+      );
+    }
     const { conn } = c;
     const remote = conn.remoteAddr;
     const table = this.#conns;

@@ -26,8 +26,11 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
   const message = event.data;
   switch (message.type) {
     case "start": {
+      const { traceFlag } = message;
+      const traceAlways = message.options.trace === true;
       const options: ServeOptions = {
         ...message.options,
+        trace: () => traceAlways || Atomics.load(traceFlag, 0) === 1,
         onEvent: (e) => {
           if (e.type === "close") {
             closedIn += e.bytesIn;

@@ -13,7 +13,9 @@ import { forgetWorker, sharedLimitCounters } from "./_conn_limit.ts";
 import { ServerTotals } from "./_totals.ts";
 
 /** A Worker's server options: everything but the logging hook. */
-export type WorkerServeOptions = Omit<ServeOptions, "onEvent">;
+export type WorkerServeOptions = Omit<ServeOptions, "onEvent" | "trace"> & {
+  trace?: boolean;
+};
 
 /** Messages from the main thread to a Worker. */
 export type ToWorker =
@@ -24,6 +26,8 @@ export type ToWorker =
     options: WorkerServeOptions;
     /** The shared connection counts, see SharedLimit. */
     counts: Int32Array;
+    /** Slot 0 is 1 while the main thread wants every connection traced. */
+    traceFlag: Int32Array;
   }
   | { type: "shutdown"; grace: number }
   | { type: "crash" };
@@ -104,6 +108,7 @@ export class WorkerPool {
   #options: WorkerPoolOptions;
   #serve: WorkerServeOptions;
   #counts: Int32Array;
+  #traceFlag = new Int32Array(new SharedArrayBuffer(4));
   #slots: Slot[] = [];
   #totals = new ServerTotals();
   #closing = false;
@@ -187,6 +192,16 @@ export class WorkerPool {
   }
 
   /**
+   * Turns tracing of new connections on or off in every Worker (on top of
+   * the `trace` option they were started with).
+   *
+   * @param on Whether to trace.
+   */
+  setTrace(on: boolean): void {
+    Atomics.store(this.#traceFlag, 0, on ? 1 : 0);
+  }
+
+  /**
    * Makes a Worker throw an uncaught error, as a bug would: for tests of
    * the replacement.
    *
@@ -235,6 +250,7 @@ export class WorkerPool {
       worker: index,
       options: this.#serve,
       counts: this.#counts,
+      traceFlag: this.#traceFlag,
     });
     return listening.promise;
   }

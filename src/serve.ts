@@ -159,11 +159,12 @@ export interface ServeCommonOptions {
    * Emit a `trace` event for each socket call of each connection (accept,
    * every read and write with a preview of the bytes, EOF, a reset, a write
    * held back by flow control, close), in the seed tutorial's words: to
-   * watch TCP at work. Off, it costs nothing.
+   * watch TCP at work. Off, it costs nothing. A function is asked at each
+   * new connection (a live page turns tracing on while it watches).
    *
    * @default {false}
    */
-  trace?: boolean;
+  trace?: boolean | (() => boolean);
   /**
    * Called for each {@linkcode ServerEvent}, for logging. Must not throw.
    *
@@ -315,7 +316,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
 
   #listener: Listener;
   #once: boolean;
-  #trace: boolean;
+  #trace: () => boolean;
   #unicode: boolean;
   #maxConns: number;
   #emit: (event: ServerEvent) => void;
@@ -362,7 +363,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#layer = layer;
     this.addr = listener.addr as A;
     this.#once = options.once ?? false;
-    this.#trace = options.trace ?? false;
+    const trace = options.trace ?? false;
+    this.#trace = typeof trace === "function" ? trace : () => trace;
     this.#unicode = options.unicode ?? false;
     this.#maxConns = options.maxConns ?? 0;
     this.#limit = limit ?? new LocalLimit(this.#maxConns);
@@ -545,7 +547,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   async #handleConnection(c: Connection): Promise<void> {
     const stats = this.#stats;
     const id = ++stats.accepted;
-    if (this.#trace) {
+    if (this.#trace()) {
       c.conn = new ServerTrace(
         c.conn,
         id,

@@ -21,6 +21,10 @@ export interface Environment {
   upcaseSkipped?: string;
   /** server.ts --help mentions --max-conns. */
   upcaseMaxConns: boolean;
+  /** Why upcase-w2 is not measured (server.ts has no --workers). */
+  upcaseWorkersSkipped?: string;
+  /** Why upcase-metrics is not measured (server.ts has no --metrics). */
+  upcaseMetricsSkipped?: string;
   /** Why no TLS row can run (no libssl, no openssl), if none can. */
   tlsSkipped?: string;
   /** Why the C TLS reference is not measured, if it is not. */
@@ -86,6 +90,12 @@ export async function probe(
     }`;
   }
   env.upcaseMaxConns = help?.stdout.includes("--max-conns") ?? false;
+  if (help?.code === 0) {
+    const lacks = (flag: string) =>
+      help.stdout.includes(flag) ? undefined : `server.ts has no ${flag} flag`;
+    env.upcaseWorkersSkipped = lacks("--workers");
+    env.upcaseMetricsSkipped = lacks("--metrics");
+  }
   if (
     help?.code === 0 && s.scenarios.some(isTls) && !env.tlsSkipped &&
     s.servers.some((name) => name.startsWith("upcase"))

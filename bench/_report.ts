@@ -17,12 +17,16 @@ import {
   serversOf,
   type Settings,
   type TlsScenario,
+  UPCASE_VARIANTS,
 } from "./_settings.ts";
 import { metrics, type Summary } from "./_summary.ts";
 import type { TransformThroughput } from "./transform_throughput.ts";
 
 /** The server every ratio of the plain scenarios is taken to. */
 const REFERENCE: ServerName = "epoll";
+/** The server the variants' ratios are taken to: upcase as it runs by
+ * default, one thread, no metrics. */
+const UPCASE: ServerName = "upcase";
 /** The C reference of the TLS scenarios. */
 const TLS_REFERENCE: ServerName = "c-tls";
 /** The TLS server upcase's targets are set against. */
@@ -46,6 +50,8 @@ interface References {
   node?: Summary;
   /** deno-tls, for the TLS scenarios. */
   deno?: Summary;
+  /** upcase, for the plain scenarios when its variants run. */
+  upcase?: Summary;
 }
 
 interface Column {
@@ -74,9 +80,21 @@ const cpuColumns: Column[] = [
   { title: "errors", cell: (s) => fmt(s.errors) },
 ];
 
-function columnsFor(scenario: Scenario): Column[] {
+/**
+ * The columns of a scenario's table.
+ *
+ * @param scenario The scenario.
+ * @param againstUpcase Whether to add ratios to upcase (plain scenarios,
+ * when its variants run).
+ */
+function columnsFor(scenario: Scenario, againstUpcase: boolean): Column[] {
   const base = baseScenario(scenario);
   const ref = isTls(scenario) ? TLS_REFERENCE : REFERENCE;
+  /** The ratios of `key` to upcase, if asked for, titled after `title`. */
+  const toUpcase = (key: string, title = ""): Column[] =>
+    againstUpcase && !isTls(scenario)
+      ? [{ title: `${title}vs ${UPCASE}`, cell: versus(key, "upcase") }]
+      : [];
   const ratios = (key: string): Column[] =>
     isTls(scenario)
       ? [
@@ -84,7 +102,7 @@ function columnsFor(scenario: Scenario): Column[] {
         { title: `vs ${TLS_DENO}`, cell: versus(key, "deno") },
         { title: `vs ${ref}`, cell: versus(key) },
       ]
-      : [{ title: `vs ${ref}`, cell: versus(key) }];
+      : [{ title: `vs ${ref}`, cell: versus(key) }, ...toUpcase(key)];
   switch (base) {
     case "rtt":
     case "oneshot":
@@ -97,6 +115,7 @@ function columnsFor(scenario: Scenario): Column[] {
         { title: "p50 µs", cell: value("p50_us") },
         { title: "p99 µs", cell: value("p99_us") },
         { title: `p99 vs ${ref}`, cell: versus("p99_us") },
+        ...toUpcase("p99_us", "p99 "),
         {
           title: base === "rtt" ? "server CPU µs/trip" : "server CPU µs/conn",
           cell: value("cpu_us_per_op", 1),
@@ -116,7 +135,7 @@ function columnsFor(scenario: Scenario): Column[] {
         { title: "RSS before MiB", cell: value("rss_before_kib", 1, 1 / 1024) },
         { title: "RSS held MiB", cell: value("rss_held_kib", 1, 1 / 1024) },
         { title: "bytes/conn", cell: value("rss_per_conn_b") },
-        { title: "vs epoll", cell: versus("rss_per_conn_b") },
+        ...ratios("rss_per_conn_b"),
         { title: "connect s", cell: value("connect_seconds", 2) },
         { title: "server CPU s", cell: value("server_cpu_s", 2) },
         { title: "errors", cell: (s) => fmt(s.errors) },
@@ -283,6 +302,13 @@ function tlsTargetRows(
   ];
 }
 
+/** The variants of upcase that the plain scenarios run. */
+function variantsRun(s: Settings): ServerName[] {
+  return s.scenarios.some((sc) => !isTls(sc))
+    ? UPCASE_VARIANTS.filter((name) => s.servers.includes(name))
+    : [];
+}
+
 /**
  * The results as markdown.
  *
@@ -303,12 +329,18 @@ export function markdown(
 ): string {
   const out: string[] = [];
   const reps = s.reps === 1 ? "1 run" : `the median of ${s.reps} runs`;
+  const variants = variantsRun(s);
+  const named = [
+    s.scenarios.some((sc) => !isTls(sc)) &&
+    `"vs ${REFERENCE}": the C epoll reference`,
+    variants.length > 0 &&
+    `"vs ${UPCASE}": upcase as it runs by default, one thread and no ` +
+      `metrics, for ${variants.join(" and ")} (the note below gives ` +
+      "their command lines)",
+  ].filter((text) => text !== false);
   out.push(
     `Each cell is ${reps}. A "vs" column is the ratio to the server it ` +
-      "names" +
-      (s.scenarios.some((sc) => !isTls(sc))
-        ? ` ("vs ${REFERENCE}": the C epoll reference)`
-        : "") +
+      "names" + (named.length > 0 ? ` (${named.join("; ")})` : "") +
       " (throughput: higher is better; latency and memory: lower is " +
       "better). " +
       "CPU is the share of one core in the measured window (utime + stime " +
@@ -346,7 +378,7 @@ export function markdown(
   }
   for (const note of notes) out.push("", `Note: ${note}`);
   for (const scenario of s.scenarios) {
-    const columns = columnsFor(scenario);
+    const columns = columnsFor(scenario, variants.length > 0);
     out.push("", `### ${scenarioTitle(scenario, s)}`, "");
     out.push(`| server | ${columns.map((c) => c.title).join(" | ")} |`);
     out.push(`| --- |${columns.map(() => " ---: |").join("")}`);
@@ -357,7 +389,12 @@ export function markdown(
         node: get(scenario, TLS_NODE),
         deno: get(scenario, TLS_DENO),
       }
-      : { ref: get(scenario, REFERENCE) };
+      : { ref: get(scenario, REFERENCE), upcase: get(scenario, UPCASE) };
+    // "vs upcase" is for upcase and its variants only.
+    const refsOf = (server: ServerName): References =>
+      server === UPCASE || UPCASE_VARIANTS.includes(server)
+        ? refs
+        : { ...refs, upcase: undefined };
     for (const server of serversOf(scenario, s.servers)) {
       const summary = summaries.get(`${scenario}/${server}`);
       const why = skipped.get(`${scenario}/${server}`);
@@ -385,7 +422,7 @@ export function markdown(
       ].filter((t) => t !== "").join(", ");
       out.push(
         `| ${server}${failed ? ` (${failed})` : ""} | ${
-          columns.map((c) => c.cell(summary, refs)).join(" | ")
+          columns.map((c) => c.cell(summary, refsOf(server))).join(" | ")
         } |`,
       );
     }

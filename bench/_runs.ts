@@ -12,7 +12,9 @@ import { LOG_DIR } from "./_paths.ts";
 import { sleep } from "./_process.ts";
 import { loadgenArgs, loadgenTimeoutMs } from "./_scenarios.ts";
 import {
-  freePort,
+  freePorts,
+  needsMetricsPort,
+  readyLine,
   type RunningServer,
   serverCommand,
   startServer,
@@ -64,12 +66,20 @@ export async function runOnce(
   env: Environment,
 ): Promise<RunRecord> {
   const record: RunRecord = { scenario, server: name, rep, ok: false };
-  const port = freePort();
+  const [port, metricsPort] = freePorts(needsMetricsPort(name) ? 2 : 1) as [
+    number,
+    number?,
+  ];
   const log = `${LOG_DIR}${name}-${scenario}-${rep + 1}.log`;
   let server: RunningServer;
   try {
-    const command = serverCommand(name, port, env, isTls(scenario));
-    server = await startServer(command, port, log);
+    const command = serverCommand(name, port, env, {
+      tls: isTls(scenario),
+      metricsPort,
+    });
+    server = await startServer(command, port, log, {
+      readyLine: readyLine(name),
+    });
   } catch (err: unknown) {
     record.error = `Server: ${err instanceof Error ? err.message : err}`;
     return record;

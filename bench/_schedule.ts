@@ -117,7 +117,7 @@ export async function runAll(
       const what = record.ok ? describe(record) : `FAILED: ${record.error}`;
       console.log(
         `[${rep + 1}/${s.reps}] ${scenario.padEnd(7)} ${
-          server.padEnd(10)
+          server.padEnd(14)
         } ${what} (${took} s)`,
       );
       // Again, if that leaves time for every run still planned.

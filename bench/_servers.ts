@@ -23,17 +23,73 @@ export const UPCASE_MAX_CONNS = 20_000;
 export const START_TIMEOUT_MS = 10_000;
 /** Longest wait for a server to exit after SIGTERM, before SIGKILL. */
 export const STOP_TIMEOUT_MS = 3_000;
+/** How many Worker threads `upcase-w2` runs. */
+export const UPCASE_WORKERS = 2;
 
 /**
- * A free loopback port: bind port 0, read it, close.
+ * Free loopback ports, all different: bind port 0 that many times, read
+ * the ports, close.
  *
- * @returns The port.
+ * @param count How many.
+ * @returns The ports.
  */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+export function freePorts(count: number): number[] {
+  const listeners = Array.from(
+    { length: count },
+    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+  );
+  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
+  for (const listener of listeners) listener.close();
+  return ports;
+}
+
+/** How {@linkcode serverCommand} runs a server. */
+export interface CommandOptions {
+  /**
+   * Whether `upcase` is to serve TLS (`upcase-relay` always does, the other
+   * servers serve one kind only).
+   *
+   * @default {false}
+   */
+  tls?: boolean;
+  /**
+   * The port of `upcase-metrics`' `--metrics` on 127.0.0.1; `"MPORT"` (or
+   * any text) for a note.
+   *
+   * @default {"MPORT"}
+   */
+  metricsPort?: number | string;
+}
+
+/**
+ * The second port a server listens on, besides the one the generator
+ * connects to: `upcase-metrics`' metrics.
+ *
+ * @param name The server.
+ * @returns Whether it needs one.
+ */
+export function needsMetricsPort(name: ServerName): boolean {
+  return name === "upcase-metrics";
+}
+
+/**
+ * The line in a server's log that says it is ready, when accepting a first
+ * connection does not say so: `upcase-w2` logs "Accepting connections" once
+ * every Worker listens (the first alone may accept before), and
+ * `upcase-metrics` logs "Serving metrics" once the metrics server does.
+ *
+ * @param name The server.
+ * @returns The start of the line; undefined when accepting is enough.
+ */
+export function readyLine(name: ServerName): string | undefined {
+  switch (name) {
+    case "upcase-w2":
+      return "Accepting connections on ";
+    case "upcase-metrics":
+      return "Serving metrics on ";
+    default:
+      return undefined;
+  }
 }
 
 /**
@@ -43,21 +99,24 @@ export function freePort(): number {
  * handshakes with shutdown(2) on Deno.listenTls's own sockets;
  * `upcase-relay` has not, so server.ts relays each client to an in-process
  * Deno.listenTls on 127.0.0.1:0, which needs `--allow-net=127.0.0.1` (every
- * loopback port) rather than `127.0.0.1:PORT`.
+ * loopback port) rather than `127.0.0.1:PORT`. `upcase-w2` has
+ * `--workers 2` and `--allow-read=src` (each Worker loads the library's
+ * modules); `upcase-metrics` has `--metrics` on a second port, which its
+ * `--allow-net` names too.
  *
  * @param name The server.
  * @param port Its port on 127.0.0.1; `"PORT"` (or any text) for a note.
  * @param env What the probe found.
- * @param tls Whether `upcase` is to serve TLS (`upcase-relay` always does,
- * the other servers serve one kind only).
+ * @param options TLS, and the metrics port.
  * @returns The program and its arguments.
  */
 export function serverCommand(
   name: ServerName,
   port: number | string,
   env: Environment,
-  tls = false,
+  options: CommandOptions = {},
 ): string[] {
+  const { tls = false, metricsPort = "MPORT" } = options;
   const deno = Deno.execPath();
   const allowNet = `--allow-net=127.0.0.1:${port}`;
   const allowRead = `--allow-read=${TLS_CERT},${TLS_KEY}`;
@@ -75,6 +134,18 @@ export function serverCommand(
       cmd.push("server.ts", "--host", "127.0.0.1", "--port", String(port));
       if (env.upcaseMaxConns) cmd.push("--max-conns", String(UPCASE_MAX_CONNS));
       if (tls || relay) cmd.push("--cert", TLS_CERT, "--key", TLS_KEY);
+      return cmd;
+    }
+    case "upcase-w2":
+    case "upcase-metrics": {
+      const metrics = `127.0.0.1:${metricsPort}`;
+      const cmd = name === "upcase-w2"
+        ? [deno, "run", allowNet, "--allow-read=src", "server.ts"]
+        : [deno, "run", `${allowNet},${metrics}`, "server.ts"];
+      cmd.push("--host", "127.0.0.1", "--port", String(port));
+      if (env.upcaseMaxConns) cmd.push("--max-conns", String(UPCASE_MAX_CONNS));
+      if (name === "upcase-w2") cmd.push("--workers", String(UPCASE_WORKERS));
+      else cmd.push("--metrics", metrics);
       return cmd;
     }
     case "node":
@@ -132,7 +203,7 @@ export function upcaseNote(
   runs: (name: ServerName, tls: boolean) => boolean,
 ): string | undefined {
   const line = (name: ServerName, tls: boolean) =>
-    `\`${showCommand(serverCommand(name, "PORT", env, tls))}\``;
+    `\`${showCommand(serverCommand(name, "PORT", env, { tls }))}\``;
   const said = [
     runs("upcase", false) && `upcase runs as ${line("upcase", false)}`,
     runs("upcase", true) &&
@@ -142,6 +213,15 @@ export function upcaseNote(
     `upcase-relay runs as ${line("upcase-relay", true)} (no --allow-ffi: ` +
       "every client is relayed to an in-process Deno.listenTls on " +
       "127.0.0.1:0, hence --allow-net=127.0.0.1)",
+    runs("upcase-w2", false) &&
+    `upcase-w2 runs as ${line("upcase-w2", false)} (${UPCASE_WORKERS} ` +
+      "Worker threads in one process, each with its own SO_REUSEPORT " +
+      "listener; --allow-read=src for the modules the Workers load; the " +
+      `generator shares the ${navigator.hardwareConcurrency} cores with ` +
+      "them)",
+    runs("upcase-metrics", false) &&
+    `upcase-metrics runs as ${line("upcase-metrics", false)} (MPORT a ` +
+      "second free port; nothing scrapes /metrics during the runs)",
   ].filter((text) => text !== false);
   if (said.length === 0) return undefined;
   return `${said.join("; ")}. The logs go to bench/.build/logs/` +
@@ -155,21 +235,35 @@ export interface RunningServer {
   exited: () => boolean;
 }
 
+/** Options for {@linkcode startServer}. */
+export interface StartOptions {
+  /**
+   * Text the log must hold as well before the server counts as started,
+   * as {@linkcode readyLine} gives it.
+   *
+   * @default {undefined}
+   */
+  readyLine?: string;
+}
+
 /**
  * Starts a server from the repository root with stdout and stderr going to
  * `log` (through `sh -c 'exec ...'`, so the PID is the server's own and the
- * driver copies no bytes), and waits until it accepts connections.
+ * driver copies no bytes), and waits until it accepts connections and, if
+ * asked, its log holds the ready line.
  *
  * @param command The program and its arguments.
  * @param port The port it listens on, on 127.0.0.1.
  * @param log The file its output goes to.
+ * @param options The ready line.
  * @returns The server.
- * @throws {Error} When it exits or does not accept within 10 s.
+ * @throws {Error} When it exits or is not ready within 10 s.
  */
 export async function startServer(
   command: string[],
   port: number,
   log: string,
+  options: StartOptions = {},
 ): Promise<RunningServer> {
   const child = spawn("sh", [
     "-c",
@@ -182,19 +276,32 @@ export async function startServer(
   child.status.then(() => done = true, () => done = true);
   const server = { child, pid: child.pid, exited: () => done };
   const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline && !done) {
-    try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      conn.close();
-      return server;
-    } catch {
+  let accepting = false;
+  try {
+    while (Date.now() < deadline && !done) {
+      if (!accepting) {
+        try {
+          const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+          conn.close();
+          accepting = true;
+        } catch {
+          await sleep(50);
+          continue;
+        }
+      }
+      const ready = options.readyLine;
+      if (!ready || (await logText(log)).includes(ready)) return server;
       await sleep(50);
     }
+  } catch (err: unknown) {
+    await stopServer(server);
+    throw err;
   }
   await stopServer(server);
-  throw new Error(
-    `${done ? "Exited" : "Not accepting after 10 s"}: ${await logTail(log)}`,
-  );
+  const what = accepting
+    ? `No "${options.readyLine?.trim()}" in the log after 10 s`
+    : "Not accepting after 10 s";
+  throw new Error(`${done ? "Exited" : what}: ${await logTail(log)}`);
 }
 
 /**
@@ -212,6 +319,15 @@ export async function stopServer(server: RunningServer): Promise<void> {
     if (!stopped) killQuietly(server.child, "SIGKILL");
   }
   await server.child.status;
+}
+
+async function logText(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err: unknown) {
+    if (err instanceof Deno.errors.NotFound) return "";
+    throw err;
+  }
 }
 
 async function logTail(path: string): Promise<string> {

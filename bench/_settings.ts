@@ -13,10 +13,14 @@ export type TlsScenario = "tls-rtt" | "tls-stream" | "tls-oneshot";
 /** A load the generator puts on a server. */
 export type Scenario = PlainScenario | TlsScenario;
 /** A server under test. `upcase-relay` is upcase over TLS without
- * `--allow-ffi`: each client relayed to an in-process Deno.listenTls. */
+ * `--allow-ffi`: each client relayed to an in-process Deno.listenTls;
+ * `upcase-w2` is upcase with `--workers 2`, `upcase-metrics` upcase with
+ * `--metrics` on a second port. */
 export type ServerName =
   | "epoll"
   | "upcase"
+  | "upcase-w2"
+  | "upcase-metrics"
   | "upcase-relay"
   | "node"
   | "deno-plain"
@@ -46,8 +50,16 @@ export const ALL_SCENARIOS: readonly Scenario[] = [
 export const PLAIN_SERVERS: readonly ServerName[] = [
   "epoll",
   "upcase",
+  "upcase-w2",
+  "upcase-metrics",
   "node",
   "deno-plain",
+];
+/** upcase with another command line, against upcase itself: not in the
+ * default run (`--variants` or `--only` adds them). */
+export const UPCASE_VARIANTS: readonly ServerName[] = [
+  "upcase-w2",
+  "upcase-metrics",
 ];
 /** The servers of the TLS scenarios, in the order of the table rows. */
 export const TLS_SERVERS: readonly ServerName[] = [
@@ -61,6 +73,10 @@ export const TLS_SERVERS: readonly ServerName[] = [
 export const ALL_SERVERS: readonly ServerName[] = [
   ...new Set([...PLAIN_SERVERS, ...TLS_SERVERS]),
 ];
+/** The servers of the default run: all but the variants. */
+export const DEFAULT_SERVERS: readonly ServerName[] = ALL_SERVERS.filter(
+  (name) => !UPCASE_VARIANTS.includes(name),
+);
 
 /**
  * Whether a scenario runs over TLS.
@@ -128,7 +144,7 @@ export interface Settings {
 
 /** The help text. */
 export const USAGE =
-  `Usage: deno task bench [--quick] [--tls] [--only=SERVERS] [--scenarios=LIST] [--reps=N] [--no-transform]
+  `Usage: deno task bench [--quick] [--tls] [--variants] [--only=SERVERS] [--scenarios=LIST] [--reps=N] [--no-transform]
 
   --quick            1 repetition, 2 s runs, 256 MiB stream, 2,000 idle conns
   --tls              also the TLS scenarios (${TLS_SCENARIOS.join(", ")}):
@@ -137,7 +153,14 @@ export const USAGE =
     TLS_SERVERS.filter((name) => !name.startsWith("upcase")).join(", ")
   }
                      (about 5.5 more minutes; about 1 more with --quick)
+  --variants         also upcase's variants in the plain scenarios
+                     (${UPCASE_VARIANTS.join(", ")}): upcase with --workers 2
+                     (2 Worker threads, SO_REUSEPORT) and with --metrics on a
+                     second port (not scraped), with their ratios to upcase,
+                     which runs too (about 2.5 more minutes; about half a
+                     minute more with --quick)
   --only=a,b         servers: ${ALL_SERVERS.join(", ")}
+                     (default all but ${UPCASE_VARIANTS.join(", ")})
   --scenarios=a,b    scenarios: ${ALL_SCENARIOS.join(", ")}
                      (default ${PLAIN_SCENARIOS.join(", ")})
   --reps=N           repetitions (default 3, --quick 1)
@@ -145,6 +168,8 @@ export const USAGE =
 
 Each scenario runs the servers of --only that serve it: the plain ones
 ${PLAIN_SERVERS.join(", ")}; the TLS ones ${TLS_SERVERS.join(", ")}.
+For example, upcase against its variants and the C reference only:
+  deno task bench --only=upcase,${UPCASE_VARIANTS.join(",")},epoll
 
 Results: markdown tables on stdout and in bench/.build/results.md, raw
 numbers in bench/.build/results.json, server logs in bench/.build/logs/.
@@ -179,7 +204,8 @@ export function parseSettings(args: string[]): Settings | undefined {
   let transform = true;
   let reps: number | undefined;
   let tls = false;
-  let servers = [...ALL_SERVERS];
+  let variants = false;
+  let servers = [...DEFAULT_SERVERS];
   let scenarios: Scenario[] = [...PLAIN_SCENARIOS];
   for (const arg of args) {
     const [flag, value = ""] = arg.split(/=(.*)/s, 2) as [string, string?];
@@ -190,6 +216,8 @@ export function parseSettings(args: string[]): Settings | undefined {
       quick = true;
     } else if (arg === "--tls") {
       tls = true;
+    } else if (arg === "--variants") {
+      variants = true;
     } else if (arg === "--no-transform") {
       transform = false;
     } else if (flag === "--only") {
@@ -201,6 +229,13 @@ export function parseSettings(args: string[]): Settings | undefined {
     } else {
       throw new Error(`Unknown or bad argument: "${arg}"\n\n${USAGE}`);
     }
+  }
+  if (variants) {
+    // With upcase itself, which their ratios are taken to.
+    servers = ALL_SERVERS.filter((name) =>
+      name === "upcase" || UPCASE_VARIANTS.includes(name) ||
+      servers.includes(name)
+    );
   }
   if (tls) {
     scenarios = ALL_SCENARIOS.filter((sc) =>
@@ -214,12 +249,18 @@ export function parseSettings(args: string[]): Settings | undefined {
     );
   }
   // The TLS scenarios get their own time on top of the plain ones': about
-  // 21 s a server a repetition, 10 s with --quick.
+  // 21 s a server a repetition, 10 s with --quick. So do the variants: about
+  // 25 s each a repetition, 13 s with --quick.
   const withTls = scenarios.some(isTls);
-  const extra = withTls ? (quick ? 75 : 330) : 0;
+  const repsOrDefault = reps ?? (quick ? 1 : 3);
+  const variantsRun = scenarios.some((sc) => !isTls(sc))
+    ? servers.filter((name) => UPCASE_VARIANTS.includes(name)).length
+    : 0;
+  const extra = (withTls ? (quick ? 75 : 330) : 0) +
+    variantsRun * repsOrDefault * (quick ? 13 : 25);
   return {
     quick,
-    reps: reps ?? (quick ? 1 : 3),
+    reps: repsOrDefault,
     warmupSeconds: quick ? 0.5 : 1,
     rttSeconds: quick ? 2 : 5,
     rttConns: 50,

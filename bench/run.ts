@@ -41,16 +41,25 @@
  * The markdown tables go to stdout and bench/.build/results.md, every raw
  * number to bench/.build/results.json. The whole run stays under 10
  * minutes (runs that could end later are skipped and said so; `--tls`
- * allows 5.5 more); `--quick` takes about half a minute. Every process started is killed on
- * the way out.
+ * allows 5.5 more, `--variants` 2.5); `--quick` takes about half a minute.
+ * Every process started is killed on the way out.
  *
  * ```sh
  * deno run --allow-run --allow-read=bench/.build --allow-write=bench/.build \
  *   --allow-net=127.0.0.1 --allow-sys=loadavg,osRelease bench/run.ts [--quick]
  * ```
  *
+ * With `--variants` (or `--only=upcase,upcase-w2,upcase-metrics,...`) the
+ * plain scenarios also run upcase with other command lines, with a "vs
+ * upcase" column (the ratio to the single-threaded default): `upcase-w2`
+ * (`--workers 2`: two Worker threads, each with its own SO_REUSEPORT
+ * listener, and `--allow-read=src` for their modules) and `upcase-metrics`
+ * (`--metrics` on a second free port, which nothing scrapes). They are not
+ * in the default run: they add about 2.5 minutes (half a minute to
+ * `--quick`), and the run's limits grow by as much.
+ *
  * Run it from the repository root (the permissions name relative paths).
- * Options: `--quick`, `--tls`, `--only=upcase,epoll` (servers),
+ * Options: `--quick`, `--tls`, `--variants`, `--only=upcase,epoll` (servers),
  * `--scenarios=rtt,idle`, `--reps=N`, `--no-transform`, `--help`.
  *
  * The parts: _settings.ts (the command line), _build.ts (cc), _certs.ts
@@ -130,6 +139,8 @@ async function main(): Promise<number> {
     ["node", env.nodeSkipped],
     ["upcase", env.upcaseSkipped],
     ["upcase-relay", env.upcaseSkipped],
+    ["upcase-w2", env.upcaseSkipped ?? env.upcaseWorkersSkipped],
+    ["upcase-metrics", env.upcaseSkipped ?? env.upcaseMetricsSkipped],
   ];
   for (const [name, why] of skip) {
     if (why && s.servers.includes(name)) {

@@ -114,44 +114,56 @@ async function withinLimit(
  * that ends with a bare TCP FIN and no `close_notify` (ncat `--ssl` and many
  * others; Deno reports `UnexpectedEof`) has ended its request, like EOF.
  */
-class TlsServerConn implements Conn {
-  readonly remoteAddr: Deno.Addr;
-  readonly localAddr: Deno.Addr;
+abstract class TlsStream implements Conn {
+  abstract readonly remoteAddr: Deno.Addr;
+  abstract readonly localAddr: Deno.Addr;
   /** For the trace: this connection speaks TLS. */
   readonly tls = true;
   /** For the trace: the client's stream ended with a bare FIN. */
   endedWithoutCloseNotify = false;
-  #tls: Deno.TlsConn;
-  #onClose: (conn: TlsServerConn) => void;
+  protected readonly stream: Deno.TlsConn;
 
-  constructor(tls: Deno.TlsConn, onClose: (conn: TlsServerConn) => void) {
-    this.#tls = tls;
-    this.remoteAddr = tls.remoteAddr;
-    this.localAddr = tls.localAddr;
-    this.#onClose = onClose;
-  }
-
-  handshake(): Promise<unknown> {
-    return this.#tls.handshake();
+  constructor(stream: Deno.TlsConn) {
+    this.stream = stream;
   }
 
   read(p: Uint8Array): Promise<number | null> {
-    return this.#tls.read(p).catch((err: unknown) => {
+    return this.stream.read(p).catch((err: unknown) => {
       this.endedWithoutCloseNotify = endOfRequest(err);
       return null;
     });
   }
 
   write(p: Uint8Array): Promise<number> {
-    return this.#tls.write(p);
+    return this.stream.write(p);
   }
 
   closeWrite(): Promise<void> {
-    return this.#tls.closeWrite();
+    return this.stream.closeWrite();
+  }
+
+  abstract close(): void;
+}
+
+/** A connection of Deno.listenTls, for the "shutdown" way. */
+class TlsServerConn extends TlsStream {
+  readonly remoteAddr: Deno.Addr;
+  readonly localAddr: Deno.Addr;
+  #onClose: (conn: TlsServerConn) => void;
+
+  constructor(tls: Deno.TlsConn, onClose: (conn: TlsServerConn) => void) {
+    super(tls);
+    this.remoteAddr = tls.remoteAddr;
+    this.localAddr = tls.localAddr;
+    this.#onClose = onClose;
+  }
+
+  handshake(): Promise<unknown> {
+    return this.stream.handshake();
   }
 
   close(): void {
-    this.#tls.close();
+    this.stream.close();
     this.#onClose(this);
   }
 }
@@ -223,14 +235,9 @@ async function relay(from: Conn, to: Conn): Promise<void> {
 }
 
 /** A relayed TLS connection: plaintext here, TLS on the client's socket. */
-class RelayedConn implements Conn {
+class RelayedConn extends TlsStream {
   readonly remoteAddr: Deno.Addr;
   readonly localAddr: Deno.Addr;
-  /** For the trace: this connection speaks TLS. */
-  readonly tls = true;
-  /** For the trace: the client's stream ended with a bare FIN. */
-  endedWithoutCloseNotify = false;
-  #tls: Deno.TlsConn;
   #raw: Conn;
   #up: Deno.TcpConn;
   #down: Promise<void>;
@@ -242,27 +249,12 @@ class RelayedConn implements Conn {
     up: Deno.TcpConn,
     down: Promise<void>,
   ) {
-    this.#tls = tls;
+    super(tls);
     this.#raw = raw;
     this.#up = up;
     this.#down = down;
     this.remoteAddr = raw.remoteAddr;
     this.localAddr = raw.localAddr;
-  }
-
-  read(p: Uint8Array): Promise<number | null> {
-    return this.#tls.read(p).catch((err: unknown) => {
-      this.endedWithoutCloseNotify = endOfRequest(err);
-      return null;
-    });
-  }
-
-  write(p: Uint8Array): Promise<number> {
-    return this.#tls.write(p);
-  }
-
-  closeWrite(): Promise<void> {
-    return this.#tls.closeWrite();
   }
 
   /** For the trace: the PROXY header below, if there was one. */
@@ -279,7 +271,7 @@ class RelayedConn implements Conn {
   close(): void {
     if (this.#closed) throw new Deno.errors.BadResource("Already closed");
     this.#closed = true;
-    closeQuietly(this.#tls);
+    closeQuietly(this.stream);
     const done = () => {
       clearTimeout(timer);
       closeQuietly(this.#raw);

@@ -3,31 +3,12 @@
 // --workers server knows of all its Workers (each posts its events), for the
 // summary and /metrics. Internal.
 
-import type { ServerEvent, ServerStats } from "./serve.ts";
-import {
-  CLOSE_REASONS,
-  type CloseReason,
-  DurationHistogram,
-} from "./metrics.ts";
+import { emptyStats, type ServerEvent, type ServerStats } from "./serve.ts";
+import { DurationHistogram } from "./metrics.ts";
 
 /** Counters kept from {@linkcode ServerEvent}s. */
 export class ServerTotals {
-  #stats: ServerStats = {
-    active: 0,
-    accepted: 0,
-    refused: 0,
-    idleClosed: 0,
-    shutdownClosed: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    errors: 0,
-    handshakeErrors: 0,
-    headerErrors: 0,
-    closed: Object.fromEntries(
-      CLOSE_REASONS.map((reason) => [reason, 0]),
-    ) as Record<CloseReason, number>,
-    duration: new DurationHistogram().snapshot(),
-  };
+  #stats: ServerStats = emptyStats();
   #durations = new DurationHistogram();
 
   /** Counts one event. */

@@ -69,6 +69,25 @@ export function preview(bytes: Uint8Array): string {
   return `"${out}"${bytes.length > PREVIEW_BYTES ? "..." : ""}`;
 }
 
+/** One event; `seed` only when there is a matching C call. */
+function traceEvent(
+  id: number,
+  side: TraceEvent["side"],
+  call: TraceEvent["call"],
+  text: string,
+  extra: Partial<TraceEvent>,
+  seed: string | undefined,
+): TraceEvent {
+  return {
+    id,
+    side,
+    call,
+    text,
+    ...extra,
+    ...(seed === undefined ? {} : { seed }),
+  };
+}
+
 /** `IP:PORT` or a socket path. */
 function where(addr: Deno.Addr): string {
   if (!("hostname" in addr)) return "path" in addr ? addr.path : "?";
@@ -162,14 +181,7 @@ export class ServerTrace implements Conn {
     extra: Partial<TraceEvent> = {},
     seed?: string,
   ): void {
-    this.#emit({
-      id: this.#id,
-      side: "server",
-      call,
-      text,
-      ...extra,
-      ...(seed === undefined ? {} : { seed }),
-    });
+    this.#emit(traceEvent(this.#id, "server", call, text, extra, seed));
   }
 
   async read(p: Uint8Array): Promise<number | null> {
@@ -320,14 +332,7 @@ export class ClientTrace implements Conn {
     extra: Partial<TraceEvent> = {},
     seed?: string,
   ): void {
-    this.#emit({
-      id: 0,
-      side: "client",
-      call,
-      text,
-      ...extra,
-      ...(seed === undefined ? {} : { seed }),
-    });
+    this.#emit(traceEvent(0, "client", call, text, extra, seed));
   }
 
   async read(p: Uint8Array): Promise<number | null> {

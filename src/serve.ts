@@ -279,6 +279,30 @@ export interface ServerStats {
   duration: DurationSnapshot;
 }
 
+/**
+ * Counters of a server that has done nothing yet. Internal.
+ *
+ * @returns Zeros.
+ */
+export function emptyStats(): ServerStats {
+  return {
+    active: 0,
+    accepted: 0,
+    refused: 0,
+    idleClosed: 0,
+    shutdownClosed: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    errors: 0,
+    handshakeErrors: 0,
+    headerErrors: 0,
+    closed: Object.fromEntries(
+      CLOSE_REASONS.map((reason) => [reason, 0]),
+    ) as Record<CloseReason, number>,
+    duration: new DurationHistogram().snapshot(),
+  };
+}
+
 /** Options for {@linkcode Server.shutdown}. */
 export interface ShutdownOptions {
   /**
@@ -320,22 +344,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   #unicode: boolean;
   #maxConns: number;
   #emit: (event: ServerEvent) => void;
-  #stats: ServerStats = {
-    active: 0,
-    accepted: 0,
-    refused: 0,
-    idleClosed: 0,
-    shutdownClosed: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    errors: 0,
-    handshakeErrors: 0,
-    headerErrors: 0,
-    closed: Object.fromEntries(
-      CLOSE_REASONS.map((reason) => [reason, 0]),
-    ) as Record<CloseReason, number>,
-    duration: new DurationHistogram().snapshot(),
-  };
+  #stats: ServerStats = emptyStats();
   #durations = new DurationHistogram();
   #limit: ConnLimit;
   #conns: ConnectionTable;

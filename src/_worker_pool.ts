@@ -65,7 +65,10 @@ const WORKER_MODULE = new URL("./_worker.ts", import.meta.url);
  * @returns The folder to name in `--allow-read`, or undefined when granted.
  */
 export function missingWorkerReadPermission(): string | undefined {
-  if (WORKER_MODULE.protocol !== "file:") return undefined;
+  // A compiled program carries its modules inside; so does a remote one.
+  if (Deno.build.standalone || WORKER_MODULE.protocol !== "file:") {
+    return undefined;
+  }
   const folder = decodeURIComponent(new URL("./", WORKER_MODULE).pathname)
     .replace(/\/$/, "");
   const { state } = Deno.permissions.querySync({ name: "read", path: folder });

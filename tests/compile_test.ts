@@ -51,12 +51,14 @@ async function compile(
   script: string,
   allowNet: string,
   output: string,
+  flags: string[] = [],
 ): Promise<void> {
   const { code, stderr } = await new Deno.Command(Deno.execPath(), {
     args: [
       "compile",
       "--quiet",
       `--allow-net=${allowNet}`,
+      ...flags,
       "--output",
       output,
       new URL(script, ROOT).pathname,
@@ -75,7 +77,10 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "upcase_compile_" });
     try {
       // The same flags as `deno task compile`.
-      await compile("server.ts", "0.0.0.0:6666", `${dir}/upcase-server`);
+      await compile("server.ts", "0.0.0.0:6666", `${dir}/upcase-server`, [
+        "--include",
+        new URL("src/_worker.ts", ROOT).pathname,
+      ]);
       await compile("client.ts", "127.0.0.1:6666", `${dir}/upcase-client`);
       const server = new Deno.Command(`${dir}/upcase-server`, {
         stdout: "piped",
@@ -106,6 +111,33 @@ Deno.test({
       assertEquals((await server.status).code, 0);
       await lines.cancel();
       await server.stderr.cancel();
+      // The Worker module is included: --workers 2 runs as it is.
+      const workers = new Deno.Command(`${dir}/upcase-server`, {
+        args: ["--workers", "2"],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const workerLines = workers.stdout.pipeThrough(new TextDecoderStream())
+        .getReader();
+      const listening = await workerLines.read();
+      if (
+        !listening.value?.startsWith("Accepting connections on 0.0.0.0:6666")
+      ) {
+        workers.kill("SIGKILL");
+        throw new Error(
+          `--workers 2 did not start: ${await new Response(workers.stderr)
+            .text()}`,
+        );
+      }
+      const reply = await new Deno.Command(`${dir}/upcase-client`, {
+        args: ["two workers"],
+        stdout: "piped",
+      }).output();
+      assertEquals(text(reply.stdout), "Response from server:\nTWO WORKERS\n");
+      workers.kill("SIGTERM");
+      assertEquals((await workers.status).code, 0);
+      await workerLines.cancel();
+      await workers.stderr.cancel();
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

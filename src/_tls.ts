@@ -149,6 +149,8 @@ abstract class TlsStream implements Conn {
 class TlsServerConn extends TlsStream {
   readonly remoteAddr: Deno.Addr;
   readonly localAddr: Deno.Addr;
+  /** Writes not finished yet: at close, rustls keeps the socket for them. */
+  writing = 0;
   #onClose: (conn: TlsServerConn) => void;
 
   constructor(tls: Deno.TlsConn, onClose: (conn: TlsServerConn) => void) {
@@ -160,6 +162,15 @@ class TlsServerConn extends TlsStream {
 
   handshake(): Promise<unknown> {
     return this.stream.handshake();
+  }
+
+  override async write(p: Uint8Array): Promise<number> {
+    this.writing++;
+    try {
+      return await super.write(p);
+    } finally {
+      this.writing--;
+    }
   }
 
   close(): void {
@@ -186,8 +197,11 @@ function listenTlsDirect(
   const inner = Deno.listenTls({ ...address, cert: tls.cert, key: tls.key });
   const handshaken = new WeakSet<TlsServerConn>();
   let stalled: TlsServerConn[] = [];
+  // Closed before its handshake was done, or with a write still pending (a
+  // client that does not read, cut off by the idle timeout or the end of
+  // the grace period): rustls keeps such a socket, so shut it down too.
   const onClose = (conn: TlsServerConn) => {
-    if (handshaken.has(conn)) return;
+    if (handshaken.has(conn) && conn.writing === 0) return;
     if (stalled.length === 0) {
       setTimeout(() => {
         const batch = stalled;
@@ -219,7 +233,7 @@ function listenTlsDirect(
 /** How long a relayed connection's last reply bytes may take to go out. */
 const RELAY_DRAIN_LIMIT_MS = 2000;
 /** The relay's buffer, each way. */
-const RELAY_BUFFER_SIZE = 64 * 1024;
+const RELAY_BUFFER_SIZE = 16 * 1024; // a TLS record at most
 /** An inner connection nobody claims is closed after this long. */
 const RENDEZVOUS_LIMIT_MS = 1000;
 
@@ -241,20 +255,42 @@ class RelayedConn extends TlsStream {
   #raw: Conn;
   #up: Deno.TcpConn;
   #down: Promise<void>;
+  #rawError: () => unknown;
   #closed = false;
 
+  /**
+   * @param tls The inner TLS connection.
+   * @param raw The client's socket.
+   * @param up The inner socket the relay writes to.
+   * @param down The relay from the inner socket to the client's.
+   * @param rawError What reading the client's socket failed with, if it did.
+   */
   constructor(
     tls: Deno.TlsConn,
     raw: Conn,
     up: Deno.TcpConn,
     down: Promise<void>,
+    rawError: () => unknown,
   ) {
     super(tls);
     this.#raw = raw;
     this.#up = up;
     this.#down = down;
+    this.#rawError = rawError;
     this.remoteAddr = raw.remoteAddr;
     this.localAddr = raw.localAddr;
+  }
+
+  /**
+   * The client's stream as the inner TLS connection sees it, but a client
+   * that reset is a reset, not an end: the relay turned it into an EOF of
+   * the inner socket.
+   */
+  override async read(p: Uint8Array): Promise<number | null> {
+    const n = await super.read(p);
+    const err = this.#rawError();
+    if (n === null && err instanceof Deno.errors.ConnectionReset) throw err;
+    return n;
   }
 
   /** For the trace: the PROXY header below, if there was one. */
@@ -373,7 +409,7 @@ function listenTlsRelayed(
         }
         throw err;
       }
-      return new RelayedConn(tlsConn!, raw, up!, down);
+      return new RelayedConn(tlsConn!, raw, up!, down, () => rawError);
     },
   };
   return {

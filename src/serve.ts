@@ -455,6 +455,13 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         conn = await Promise.race([accepting, quiet?.promise ?? wake.promise]);
       } catch (err: unknown) {
         if (drainEnd !== undefined) break;
+        if (resetBeforeAccept(err)) {
+          // The client reset before it was taken from the queue (HAProxy's
+          // checks and aborted connects do): nothing to serve, nothing to
+          // wait for.
+          accepting = listener.accept();
+          continue;
+        }
         // EMFILE and the like: say so, wait a little, keep serving.
         this.#emit({ type: "accept-error", error: errorMessage(err) });
         backoff = Math.min(backoff === 0 ? 5 : backoff * 2, 1000);
@@ -774,6 +781,13 @@ export function serveTcp(
     undefined,
     internals.limit,
   );
+}
+
+/** An accept that failed only because that client had already reset. */
+function resetBeforeAccept(err: unknown): boolean {
+  return err instanceof Deno.errors.NotConnected ||
+    err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionAborted;
 }
 
 /** The PROXY layer `options` ask for, if any. */

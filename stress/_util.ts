@@ -4,7 +4,7 @@
 // well-behaved clients that check their bytes while a scenario runs.
 
 import { format as formatBytes } from "@std/fmt/bytes";
-import { request } from "../mod.ts";
+import { connect, type ConnectTlsOptions, request } from "../mod.ts";
 import { closeQuietly } from "../src/_io.ts";
 import {
   denoRun,
@@ -250,7 +250,8 @@ export async function exchangeChecked(
 
 /**
  * One round trip with {@linkcode request} (send, half-close, read to EOF)
- * that must bring back the transform of `payload` within `ms`.
+ * that must bring back the transform of `payload` within `ms`; over TLS
+ * when `tls` is given (the handshake counts in `ms`).
  *
  * @throws {Error} Naming `what` when the reply is wrong or late.
  */
@@ -260,10 +261,11 @@ export async function checkedRequest(
   what: string,
   ms: number,
   hostname = "127.0.0.1",
+  tls?: ConnectTlsOptions,
 ): Promise<void> {
   const abort = new AbortController();
   const reply = await withTimeout(
-    request(payload, { hostname, port, signal: abort.signal }),
+    request(payload, { hostname, port, signal: abort.signal, tls }),
     ms,
     what,
     () => abort.abort(),
@@ -333,6 +335,10 @@ function onlyVanishedEntries(stderr: string): boolean {
 export async function readRss(pid: number): Promise<number> {
   const status = await readProc("cat", [`/proc/${pid}/status`]);
   const match = /^VmRSS:\s+(\d+) kB$/m.exec(status);
+  if (!match && /^State:\s+Z/m.test(status)) {
+    // A process that has exited and not been reaped yet has no memory.
+    throw new Deno.errors.NotFound(`Process ${pid} has exited`);
+  }
   if (!match) throw new Error(`No VmRSS in /proc/${pid}/status`);
   return Number(match[1]) * KiB;
 }
@@ -365,6 +371,12 @@ export async function countSockets(pid: number): Promise<number> {
     if (tcp.has(match[1]!)) sockets++;
   }
   return sockets;
+}
+
+/** How many descriptors of any kind process `pid` has open. */
+export async function countDescriptors(pid: number): Promise<number> {
+  const listing = await readProc("ls", ["-l", `/proc/${pid}/fd/`], true);
+  return listing.split("\n").filter((line) => line.includes(" -> ")).length;
 }
 
 /** The soft limit on open files of process `pid`, from /proc/PID/limits. */
@@ -483,9 +495,19 @@ export class WatchedServer implements AsyncDisposable {
     this.#tracked = killOnInterrupt(process.child);
   }
 
-  /** Starts `server.ts --host 127.0.0.1 --port 0 ...args`. */
-  static async start(args: string[] = []): Promise<WatchedServer> {
-    return new WatchedServer(await ServerProcess.start(args));
+  /**
+   * Starts `server.ts --host 127.0.0.1 --port 0 ...args`, with
+   * `permissions` as {@linkcode ServerProcess.start} takes them (the
+   * `--allow-net` value and extra flags, e.g. `--allow-read` for a
+   * certificate).
+   */
+  static async start(
+    args: string[] = [],
+    permissions: { allowNet?: string; flags?: string[] } = {},
+  ): Promise<WatchedServer> {
+    return new WatchedServer(
+      await ServerProcess.start(args, "127.0.0.1", undefined, permissions),
+    );
   }
 
   /** Every stdout line so far. */
@@ -651,6 +673,8 @@ export interface BystanderOptions {
    * @default {false}
    */
   persistent?: boolean;
+  /** Speak TLS with these options (a TLS server). @default {undefined} */
+  tls?: ConnectTlsOptions;
 }
 
 /** What the bystanders did. */
@@ -697,7 +721,9 @@ export class Bystanders {
     const maxSize = options.maxSize ?? 64 * KiB;
     let conn: Deno.Conn | undefined;
     try {
-      if (options.persistent) conn = await Deno.connect({ hostname, port });
+      if (options.persistent) {
+        conn = await connect({ hostname, port, tls: options.tls });
+      }
       while (!this.#stopped) {
         const payload = random.bytes(random.logInt(1, maxSize));
         const what = `bystander ${index} exchange ${this.#report.exchanges}`;
@@ -716,6 +742,7 @@ export class Bystanders {
             what,
             BYSTANDER_TIMEOUT_MS,
             hostname,
+            options.tls,
           );
         }
         this.#report.exchanges++;
@@ -724,7 +751,14 @@ export class Bystanders {
       }
       if (conn) {
         await conn.closeWrite();
-        if (await conn.read(new Uint8Array(1)) !== null) {
+        // A TLS server may close without close_notify: the end all the same.
+        const last = await conn.read(new Uint8Array(1)).catch(
+          (err: unknown) => {
+            if (err instanceof Deno.errors.UnexpectedEof) return null;
+            throw err;
+          },
+        );
+        if (last !== null) {
           throw new Error(`bystander ${index}: bytes after the last reply`);
         }
       }

@@ -9,6 +9,7 @@
  * deno task stress                        # everything, with a 60 s soak
  * deno task stress --seconds 10           # a 10 s soak
  * deno task stress --only resets,soak     # some scenarios only
+ * deno task stress --only tls-slowloris   # both TLS modes of one scenario
  * SEED=123 deno task stress               # replay the random cases of a run
  * ```
  *
@@ -28,6 +29,12 @@ import { shutdownUnderLoad } from "./shutdown.ts";
 import { slowReader } from "./slow_reader.ts";
 import { slowloris } from "./slowloris.ts";
 import { soak } from "./soak.ts";
+import { tlsHandshakes } from "./tls_handshakes.ts";
+import { tlsIdleCutoff } from "./tls_idle_cutoff.ts";
+import { tlsResets } from "./tls_resets.ts";
+import { tlsSlowReader } from "./tls_slow_reader.ts";
+import { tlsSlowloris } from "./tls_slowloris.ts";
+import { TLS_MODES, type TlsMode } from "./_tls.ts";
 import { unicodeByteStreamProperty } from "./unicode_stream.ts";
 import {
   KiB,
@@ -42,6 +49,11 @@ import {
 /** A scenario at full size. */
 interface Scenario {
   name: string;
+  /**
+   * Scenarios run once per TLS mode share one: `--only` takes it for all of
+   * them.
+   */
+  family?: string;
   /** What it does, for `--help`. */
   summary: string;
   run: (context: RunContext) => Promise<ScenarioResult>;
@@ -50,6 +62,25 @@ interface Scenario {
 interface RunContext {
   seed: number;
   soakSeconds: number;
+}
+
+/**
+ * A TLS scenario once relayed and once with --allow-ffi: `NAME-relay` and
+ * `NAME-ffi`, in the family `NAME`.
+ */
+function inBothModes(
+  name: string,
+  summary: string,
+  run: (context: RunContext, mode: TlsMode) => Promise<ScenarioResult>,
+): Scenario[] {
+  return TLS_MODES.map((mode) => ({
+    name: `${name}-${mode === "relay" ? "relay" : "ffi"}`,
+    family: name,
+    summary: `${summary} (server.ts ${
+      mode === "relay" ? "relayed" : "with --allow-ffi"
+    })`,
+    run: (context) => run(context, mode),
+  }));
 }
 
 /** Every scenario, in the order they run. */
@@ -111,6 +142,40 @@ export const SCENARIOS: readonly Scenario[] = [
     summary: "mixed load for --seconds (default 60)",
     run: ({ seed, soakSeconds }) => soak({ seed, seconds: soakSeconds }),
   },
+  ...inBothModes(
+    "tls-handshakes",
+    "1,000 full TLS handshakes, 200 in flight, each with a checked payload",
+    ({ seed }, mode) =>
+      tlsHandshakes({ mode, seed, clients: 1000, concurrency: 200 }),
+  ),
+  ...inBothModes(
+    "tls-resets",
+    "1,000 TLS clients reset (RST) mid-handshake and mid-stream",
+    ({ seed }, mode) => tlsResets({ mode, seed, clients: 1000 }),
+  ),
+  ...inBothModes(
+    "tls-slowloris",
+    "500 clients stall the TLS handshake (silent, or a byte at a time) vs --handshake-timeout 2",
+    ({ seed }, mode) =>
+      tlsSlowloris({ mode, seed, clients: 500, handshakeTimeout: 2 }),
+  ),
+  ...inBothModes(
+    "tls-slow-reader",
+    "a TLS client sends 256 MiB and never reads",
+    ({ seed }, mode) =>
+      tlsSlowReader({
+        mode,
+        seed,
+        target: 256 * MiB,
+        seconds: 20,
+        stallMs: 3000,
+      }),
+  ),
+  ...inBothModes(
+    "tls-idle-cutoff",
+    "a TLS client that never reads, cut off by --idle-timeout 2: its socket must go",
+    (_, mode) => tlsIdleCutoff({ mode, idleTimeout: 2 }),
+  ),
 ];
 
 /** One row of the report. */
@@ -129,11 +194,12 @@ Exits 1 when any scenario fails.
 
 Options:
   --seconds N   how long the soak runs (default 60)
-  --only NAMES  run only these scenarios, comma-separated
+  --only NAMES  run only these scenarios, comma-separated (a TLS scenario's
+                family name, e.g. tls-slowloris, runs it in both modes)
   -h, --help    show this help
 
 Scenarios:
-${SCENARIOS.map((s) => `  ${s.name.padEnd(20)} ${s.summary}`).join("\n")}
+${SCENARIOS.map((s) => `  ${s.name.padEnd(22)} ${s.summary}`).join("\n")}
 
 SEED=N replays the random cases of an earlier run.`);
 }
@@ -206,11 +272,14 @@ async function main(): Promise<number> {
   }
   const names: string[] = flags.only?.split(",").map((s) => s.trim()) ??
     SCENARIOS.map((s) => s.name);
-  const unknown = names.filter((n) => !SCENARIOS.some((s) => s.name === n));
+  const selects = (s: Scenario, n: string) => s.name === n || s.family === n;
+  const unknown = names.filter((n) => !SCENARIOS.some((s) => selects(s, n)));
   if (unknown.length > 0) {
     console.error(
       `error: Unknown scenario: ${unknown[0]} (one of ${
-        SCENARIOS.map((s) => s.name).join(", ")
+        [
+          ...new Set(SCENARIOS.flatMap((s) => [s.family ?? s.name, s.name])),
+        ].join(", ")
       })`,
     );
     return 1;
@@ -231,7 +300,8 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   const outcomes: Outcome[] = [];
-  for (const scenario of SCENARIOS.filter((s) => names.includes(s.name))) {
+  const chosen = SCENARIOS.filter((s) => names.some((n) => selects(s, n)));
+  for (const scenario of chosen) {
     console.log(`running ${scenario.name}: ${scenario.summary} ...`);
     const started = Date.now();
     try {

@@ -368,7 +368,12 @@ export class ServerProcess {
           first.value,
         );
     if (!match) {
-      child.kill("SIGKILL");
+      try {
+        child.kill("SIGKILL");
+      } catch (err: unknown) {
+        // It exited by itself: its stderr says why.
+        if (!(err instanceof TypeError)) throw err;
+      }
       await child.status;
       await lines.return?.();
       throw new Error(

@@ -603,3 +603,31 @@ async function hasCommand(name: string): Promise<boolean> {
     throw err;
   }
 }
+
+Deno.test("server.ts takes no pause and logs no accept failure for clients that reset before they were accepted (HAProxy's checks do)", async () => {
+  await using server = await ServerProcess.start();
+  // Stopped, so that the 30 clients connect and reset while in the queue.
+  Deno.kill(server.child.pid, "SIGSTOP");
+  const resets = await new Deno.Command("/usr/bin/python3", {
+    args: [
+      "-c",
+      `import socket, struct
+for _ in range(30):
+    s = socket.create_connection(("127.0.0.1", ${server.port}))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()`,
+    ],
+    stderr: "piped",
+    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
+  }).output();
+  Deno.kill(server.child.pid, "SIGCONT");
+  assertEquals(resets.code, 0, text(resets.stderr));
+  const started = performance.now();
+  const out = await runClient(server.port, ["--timeout", "5", "after"]);
+  assertEquals(out.stdout, "Response from server:\nAFTER\n");
+  // It used to back off 5, 10, 20 ... ms per reset: seconds in all.
+  const ms = performance.now() - started;
+  assert(ms < 2000, `served after ${Math.round(ms)} ms`);
+  const stopped = await server.stop();
+  assert(!/accept failed/.test(stopped.stdout), stopped.stdout);
+});

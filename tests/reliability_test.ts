@@ -18,6 +18,12 @@ import { slowReader } from "../stress/slow_reader.ts";
 import { slowloris, slowlorisSkipReason } from "../stress/slowloris.ts";
 import { soak } from "../stress/soak.ts";
 import { unicodeByteStreamProperty } from "../stress/unicode_stream.ts";
+import { tlsHandshakes } from "../stress/tls_handshakes.ts";
+import { tlsIdleCutoff } from "../stress/tls_idle_cutoff.ts";
+import { tlsResets } from "../stress/tls_resets.ts";
+import { tlsSlowloris } from "../stress/tls_slowloris.ts";
+import { tlsSlowReader } from "../stress/tls_slow_reader.ts";
+import { TLS_MODES } from "../stress/_tls.ts";
 import { countSockets, MiB, resolveSeed, seedLine } from "../stress/_util.ts";
 import { roundTrip, utf8 } from "./_util.ts";
 
@@ -159,4 +165,88 @@ Deno.test("countSockets() counts a process that opens and closes descriptors all
     churner.kill("SIGKILL");
     await churner.status;
   }
+});
+
+// TLS: the scenarios of stress/tls_*.ts in quick sizes, in both accept modes
+// (relayed, and with --allow-ffi).
+
+Deno.test("server.ts --cert --key completes 100 TLS handshakes, 50 in flight, with each payload checked, no error and no socket left, relayed and with --allow-ffi", async () => {
+  for (const mode of TLS_MODES) {
+    const result = await tlsHandshakes({
+      mode,
+      seed: SEED,
+      clients: 100,
+      concurrency: 50,
+    });
+    assertEquals(result.cases, 100);
+    assertEquals(result.errors, 0, mode);
+  }
+});
+
+Deno.test("server.ts --cert --key logs 60 TLS clients that reset (RST) mid-handshake and mid-stream, serves others meanwhile and keeps no connection, relayed and with --allow-ffi", async () => {
+  for (const mode of TLS_MODES) {
+    const result = await tlsResets({ mode, seed: SEED, clients: 60 });
+    if (result.skipped !== undefined) {
+      console.warn(
+        `reliability_test.ts: tls-resets SKIPPED: ${result.skipped}`,
+      );
+      return;
+    }
+    assertEquals(result.cases, 60);
+  }
+});
+
+Deno.test("server.ts --handshake-timeout 1 closes 60 clients that stall the TLS handshake on time (FIN or RST at the peer), gives every socket back and serves TLS clients meanwhile, relayed and with --allow-ffi", async () => {
+  for (const mode of TLS_MODES) {
+    const result = await tlsSlowloris({
+      mode,
+      seed: SEED,
+      clients: 60,
+      handshakeTimeout: 1,
+      trickleMs: 100,
+    });
+    assertEquals(result.cases, 60);
+    assertEquals(result.errors, 60, "each stall is a failed handshake");
+  }
+});
+
+Deno.test("server.ts --cert --key holds back a TLS client that sends and never reads, in bounded memory, serving others, and frees it on close, relayed and with --allow-ffi", async () => {
+  for (const mode of TLS_MODES) {
+    const result = await tlsSlowReader({
+      mode,
+      seed: SEED,
+      target: 256 * MiB,
+      seconds: 3,
+      stallMs: 1000,
+    });
+    if (result.skipped !== undefined) {
+      console.warn(
+        `reliability_test.ts: tls-slow-reader SKIPPED: ${result.skipped}`,
+      );
+      return;
+    }
+    assertEquals(result.cases, 1);
+  }
+});
+
+Deno.test("server.ts --cert --key --idle-timeout 1 really closes a TLS client that never reads: the socket goes, relayed", async () => {
+  const result = await tlsIdleCutoff({ mode: "relay", idleTimeout: 1 });
+  if (result.skipped !== undefined) {
+    console.warn(
+      `reliability_test.ts: tls-idle-cutoff SKIPPED: ${result.skipped}`,
+    );
+    return;
+  }
+  assertEquals(result.cases, 1);
+});
+
+// Deno.TlsConn.close() with a write pending leaves the socket to rustls:
+// src/_tls.ts shuts such a socket down too (it used to stay ESTABLISHED).
+Deno.test({
+  name:
+    "server.ts --cert --key --idle-timeout 1 really closes a TLS client that never reads: the socket goes, with --allow-ffi",
+  fn: async () => {
+    const result = await tlsIdleCutoff({ mode: "shutdown", idleTimeout: 1 });
+    assertEquals(result.cases, 1);
+  },
 });

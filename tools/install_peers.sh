@@ -3,10 +3,13 @@
 # test suite uses as real peers: ncat and socat (TLS clients and servers),
 # openssl (certificates, a TLS 1.2 client), util-linux's script (a pty),
 # iproute2's ss (what the kernel holds), python3-prometheus-client and
-# prometheus's promtool (two parsers of /metrics). Installs only what is
-# missing.
+# prometheus's promtool (two parsers of /metrics), and the load balancers
+# tests/lb_test.ts runs in front of the server: haproxy, nginx-light with
+# libnginx-mod-stream (the stream module), and python3 (its clients, which
+# bind a chosen 127.0.0.x source address). Installs only what is missing.
 set -euo pipefail
-packages=(ncat socat openssl util-linux iproute2 python3-prometheus-client prometheus)
+packages=(ncat socat openssl util-linux iproute2 python3-prometheus-client prometheus
+  haproxy nginx-light libnginx-mod-stream python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

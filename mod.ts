@@ -27,6 +27,7 @@ export {
 } from "./src/constants.ts";
 export { toUpper, toUpperInPlace } from "./src/transform.ts";
 export { VERSION } from "./src/version.ts";
+export type { TraceEvent } from "./src/_trace.ts";
 export {
   CLOSE_REASONS,
   type CloseReason,

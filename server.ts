@@ -16,6 +16,7 @@ import {
   DEFAULT_PROXY_TIMEOUT_MS,
   DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
   serve,
+  type ServerEvent,
   type ServerStats,
 } from "./src/serve.ts";
 import {
@@ -24,6 +25,7 @@ import {
   WorkerPool,
 } from "./src/_worker_pool.ts";
 import { type MetricsServer, serveMetrics } from "./src/_http.ts";
+import { EventHub } from "./src/_event_hub.ts";
 import { parseCidrs } from "./src/_cidr.ts";
 import {
   CliError,
@@ -427,7 +429,11 @@ async function readTls(options: ServerCliOptions) {
   };
 }
 
-async function start(options: ServerCliOptions, log: ServerLog) {
+async function start(
+  options: ServerCliOptions,
+  log: ServerLog,
+  hub: EventHub | undefined,
+) {
   const tls = await readTls(options);
   const common = {
     once: options.once,
@@ -435,8 +441,9 @@ async function start(options: ServerCliOptions, log: ServerLog) {
     maxConns: options.maxConns,
     idleTimeout: options.idleTimeout,
     proxyProtocol: proxyOptions(options),
-    trace: options.trace,
-    onEvent: log.event.bind(log),
+    // A page watching (--metrics) traces new connections for its diagrams.
+    trace: () => options.trace || hub?.watching === true,
+    onEvent: (event: ServerEvent) => logEvent(options, log, hub, event),
   };
   const { unix } = options;
   if (unix === undefined) {
@@ -529,6 +536,7 @@ interface Running {
 async function startWorkers(
   options: ServerCliOptions,
   log: ServerLog,
+  hub: EventHub | undefined,
 ): Promise<Running> {
   if (Deno.build.os !== "linux") {
     throw new CliError(
@@ -551,7 +559,7 @@ async function startWorkers(
   }
   const tls = await readTls(options);
   try {
-    return await WorkerPool.start({
+    const pool = await WorkerPool.start({
       workers: options.workers,
       serve: {
         ...tls,
@@ -564,7 +572,7 @@ async function startWorkers(
         proxyProtocol: proxyOptions(options),
         trace: options.trace,
       },
-      onEvent: (event, worker) => log.event(event, worker),
+      onEvent: (event, worker) => logEvent(options, log, hub, event, worker),
       onWorkerDied: (worker, error, lost) =>
         log.note(
           "worker-died",
@@ -575,18 +583,36 @@ async function startWorkers(
           true,
         ),
     });
+    hub?.onWatchingChange((watching) => pool.setTrace(watching));
+    return pool;
   } catch (err: unknown) {
     throw explainTlsSetupError(err, options) ??
       explainNetworkError(err, { action: "listen", ...options });
   }
 }
 
-/** --metrics: /metrics and /healthz over HTTP, from the server's totals. */
+/**
+ * Every event to the live page's hub (with --metrics), and to the log but
+ * for the trace events of connections traced only for a page.
+ */
+function logEvent(
+  options: ServerCliOptions,
+  log: ServerLog,
+  hub: EventHub | undefined,
+  event: ServerEvent,
+  worker?: number,
+): void {
+  hub?.add(event, worker);
+  if (event.type !== "trace" || options.trace) log.event(event, worker);
+}
+
+/** --metrics: /metrics, /healthz and the live page over HTTP. */
 function startMetrics(
   address: { hostname: string; port: number },
   running: Running,
   healthy: () => boolean,
   log: ServerLog,
+  hub: EventHub,
 ): MetricsServer {
   const startTimeSeconds = performance.timeOrigin / 1000;
   try {
@@ -607,11 +633,12 @@ function startMetrics(
         };
       },
       healthy,
+      hub,
       onListen: (addr) => {
         const where = joinHostPort(addr.hostname, addr.port);
         log.note(
           "metrics",
-          `Serving metrics on http://${where}/metrics and health on http://${where}/healthz`,
+          `Serving metrics on http://${where}/metrics, health on http://${where}/healthz and the live page on http://${where}/`,
           { addr: where },
         );
       },
@@ -637,13 +664,16 @@ async function main(): Promise<number> {
     color: Deno.stdout.isTerminal(),
   });
   const started = Date.now();
-  const server: Running = options.workers > 1
-    ? await startWorkers(options, log)
-    : await start(options, log);
-  let signals = 0;
-  const metrics = options.metrics === undefined
+  const hub = options.metrics === undefined
     ? undefined
-    : startMetrics(options.metrics, server, () => signals === 0, log);
+    : new EventHub({ previews: options.trace });
+  const server: Running = options.workers > 1
+    ? await startWorkers(options, log, hub)
+    : await start(options, log, hub);
+  let signals = 0;
+  const metrics = options.metrics === undefined || hub === undefined
+    ? undefined
+    : startMetrics(options.metrics, server, () => signals === 0, log, hub);
   let drain: ReturnType<typeof setTimeout> | undefined;
   const phases: { drainStarted?: number; closeStarted?: number } = {};
   const close = (grace: number) => {

@@ -1,8 +1,10 @@
 // Copyright the upcase authors. MIT license.
 /**
  * The server's HTTP side channel, on `Deno.serve`: `GET /metrics` for
- * Prometheus and `GET /healthz` for load balancers. It knows nothing of the
- * TCP server; it asks the callbacks it is given.
+ * Prometheus, `GET /healthz` for load balancers, and, given an
+ * {@linkcode EventHub}, the live page at `GET /` with its event feed at
+ * `GET /events`. It knows nothing of the TCP server; it asks the callbacks
+ * and the hub it is given.
  *
  * @module
  */
@@ -12,6 +14,8 @@ import {
   type MetricsSnapshot,
   renderMetrics,
 } from "./metrics.ts";
+import { type EventHub, SlowPageError } from "./_event_hub.ts";
+import { PAGE } from "./_page.ts";
 
 /** Options for {@linkcode serveMetrics}. */
 export interface ServeMetricsOptions {
@@ -26,6 +30,13 @@ export interface ServeMetricsOptions {
    * `GET /healthz`, which answers 503 once it returns false.
    */
   healthy: () => boolean;
+  /**
+   * The events for the live page: with it, `GET /` serves the page and
+   * `GET /events` its Server-Sent Events.
+   *
+   * @default {undefined} no page (404)
+   */
+  hub?: EventHub;
   /**
    * Called once with the address listened on (with the real port when
    * `port` was 0). Deno's own "Listening on" line is never printed.
@@ -42,11 +53,19 @@ export interface MetricsServer {
   /** Resolves when the server has stopped. */
   finished: Promise<void>;
   /**
-   * Stops listening, lets requests in flight finish, closes idle
-   * connections, and resolves when all of that is done.
+   * Stops listening, lets requests in flight finish, ends the pages' event
+   * streams, closes idle connections, and resolves when all of that is done
+   * (with a page that stopped reading, after at most 2 s).
    */
   shutdown(): Promise<void>;
 }
+
+/**
+ * How long {@linkcode MetricsServer.shutdown} waits for an event stream
+ * that does not end: a page that stopped reading holds its connection with
+ * a write the kernel cannot take, and `Deno.serve` waits on it.
+ */
+const STREAM_SHUTDOWN_LIMIT_MS = 2000;
 
 /** The methods every route answers; the `Allow` header of a 405. */
 const ALLOWED_METHODS = "GET, HEAD";
@@ -80,6 +99,8 @@ type RouteHandler = (
 const ROUTES: ReadonlyMap<string, RouteHandler> = new Map([
   ["/metrics", metrics],
   ["/healthz", healthz],
+  ["/", page],
+  ["/events", events],
 ]);
 
 /**
@@ -89,8 +110,12 @@ const ROUTES: ReadonlyMap<string, RouteHandler> = new Map([
  *   process's resident memory, as `text/plain; version=0.0.4; charset=utf-8`.
  * - `GET /healthz`: 200 `ok\n` while `healthy()` is true, 503 `draining\n`
  *   once it is false.
- * - `HEAD` on either: the same status and headers, no body.
- * - Another method on either: 405 with `Allow: GET, HEAD`.
+ * - With `hub`: `GET /`, the live page (one HTML file, nothing fetched from
+ *   elsewhere), and `GET /events`, its `text/event-stream` (see
+ *   {@linkcode EventHub.subscribe}); 503 when too many pages are open.
+ *   {@linkcode MetricsServer.shutdown} ends the streams.
+ * - `HEAD` on any: the same status and headers, no body.
+ * - Another method on any: 405 with `Allow: GET, HEAD`.
  * - Any other path: 404.
  *
  * @param options Where to listen and where the numbers come from.
@@ -147,13 +172,26 @@ export function serveMetrics(options: ServeMetricsOptions): MetricsServer {
     hostname: options.hostname,
     port: options.port,
     onListen: (addr) => options.onListen?.(addr),
+    onError: (error: unknown) => {
+      // A page dropped for not reading: expected, and not worth a line.
+      if (!(error instanceof SlowPageError)) console.error(error);
+      return text(500, "internal server error\n");
+    },
   }, (request) => route(request, context));
   return {
     addr: server.addr,
     finished: server.finished,
-    shutdown() {
+    async shutdown() {
       stopping.abort();
-      return server.shutdown();
+      if (options.hub === undefined) return await server.shutdown();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        server.shutdown(),
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, STREAM_SHUTDOWN_LIMIT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
     },
   };
 }
@@ -185,6 +223,46 @@ function metrics(_request: Request, { options }: RouteContext): Response {
 /** `GET /healthz`: 200 while healthy, 503 while draining. */
 function healthz(_request: Request, { options }: RouteContext): Response {
   return options.healthy() ? text(200, "ok\n") : text(503, "draining\n");
+}
+
+/**
+ * What the page may load: nothing but itself and its event feed, so it
+ * works offline and can never fetch from elsewhere.
+ */
+const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; " +
+  "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; " +
+  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/** `GET /`: the live page, or 404 without a hub. */
+function page(_request: Request, { options }: RouteContext): Response {
+  if (options.hub === undefined) return text(404, "not found\n");
+  return new Response(PAGE, {
+    headers: {
+      "content-type": "text/html; charset=utf-8",
+      "cache-control": "no-store",
+      "content-security-policy": PAGE_POLICY,
+      "x-content-type-options": "nosniff",
+    },
+  });
+}
+
+/** `GET /events`: the hub's history, then its live events, until shutdown. */
+function events(request: Request, { options, signal }: RouteContext): Response {
+  const hub = options.hub;
+  if (hub === undefined) return text(404, "not found\n");
+  const headers = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-store",
+  };
+  if (request.method === "HEAD") return new Response(null, { headers });
+  // A page that goes away cancels the body; shutdown aborts `signal`.
+  const body = hub.subscribe(signal);
+  if (body === undefined) {
+    return text(503, "too many pages open, or shutting down\n", {
+      "retry-after": "5",
+    });
+  }
+  return new Response(body, { headers });
 }
 
 /** A plain-text response that no cache keeps. */

@@ -6,10 +6,11 @@
 # prometheus's promtool (two parsers of /metrics), and the load balancers
 # tests/lb_test.ts runs in front of the server: haproxy, nginx-light with
 # libnginx-mod-stream (the stream module), and python3 (its clients, which
-# bind a chosen 127.0.0.x source address). Installs only what is missing.
+# bind a chosen 127.0.0.x source address), and chromium for the live page.
+# Installs only what is missing.
 set -euo pipefail
 packages=(ncat socat openssl util-linux iproute2 python3-prometheus-client prometheus
-  haproxy nginx-light libnginx-mod-stream python3)
+  haproxy nginx-light libnginx-mod-stream python3 chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,270 @@
+// Copyright the upcase authors. MIT license.
+// The client's command line: its options, their defaults in one place, and
+// their validation. Internal.
+
+import { CLIENT_HOST, SERV_PORT } from "./constants.ts";
+import {
+  type ConnectTlsOptions,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+} from "./request.ts";
+import { type LoadMode } from "./load.ts";
+import {
+  CliError,
+  EXIT,
+  optionalString,
+  parseChoice,
+  parseCount,
+  parseFlags,
+  parseHost,
+  parsePort,
+  parseSeconds,
+} from "./_cli.ts";
+
+/** The client's command-line options, validated. */
+export interface ClientCliOptions {
+  /** Server host name or address. */
+  hostname: string;
+  /** Server TCP port. */
+  port: number;
+  /** A Unix socket path to connect to instead of TCP. */
+  unix: string | undefined;
+  /** The message; `-` for stdin; undefined when none was given. */
+  message: string | undefined;
+  /** The question-and-answer loop: one line of stdin per request. */
+  interactive: boolean;
+  /** Connect and reply time limit in milliseconds; 0 for none. */
+  timeout: number;
+  /** Only the reply: no header line, no warnings. */
+  quiet: boolean;
+  /** Load-generator mode, or undefined for a normal exchange. */
+  bench: LoadMode | undefined;
+  /** --bench: connections in flight; 0 for the mode's default. */
+  connections: number;
+  /** --bench: how long, in milliseconds. */
+  duration: number;
+  /** --bench: bytes per message or write; 0 for the mode's default. */
+  size: number;
+  /** --bench: the report as JSON. */
+  json: boolean;
+  /** Speak TLS. */
+  tls: boolean;
+  /** --tls: a PEM file of a CA to trust on top of the default roots. */
+  ca: string | undefined;
+  /** --tls: the name sent (SNI) and checked; the host by default. */
+  servername: string | undefined;
+  /** --tls: a client certificate (PEM) to present. */
+  cert: string | undefined;
+  /** --tls: the client certificate's key (PEM). */
+  key: string | undefined;
+  /** --tls: the handshake's time limit in milliseconds; 0 for none. */
+  handshakeTimeout: number;
+  /** Trace each socket call on stderr. */
+  trace: boolean;
+  /** Send a PROXY protocol header of this version first. */
+  proxyProtocol: 1 | 2 | undefined;
+  /** --tls: the options for connect(), with the files' contents. */
+  tlsConnect: ConnectTlsOptions | undefined;
+  help: boolean;
+  version: boolean;
+}
+
+/** Every option's default, in one place. */
+export const CLIENT_DEFAULTS: Readonly<ClientCliOptions> = {
+  hostname: CLIENT_HOST,
+  port: SERV_PORT,
+  unix: undefined,
+  message: undefined,
+  interactive: false,
+  timeout: 0,
+  quiet: false,
+  bench: undefined,
+  connections: 0,
+  duration: 10_000,
+  size: 0,
+  json: false,
+  tls: false,
+  ca: undefined,
+  servername: undefined,
+  cert: undefined,
+  key: undefined,
+  handshakeTimeout: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  tlsConnect: undefined,
+  trace: false,
+  proxyProtocol: undefined,
+  help: false,
+  version: false,
+};
+
+/** The seed's usage line, printed when the message is missing. */
+
+/**
+ * Parses and validates the client's arguments.
+ *
+ * @param args The command-line arguments.
+ * @returns The options, with defaults filled in.
+ * @throws {CliError} For an unknown flag, a bad value or extra arguments.
+ */
+export function parseClientArgs(args: string[]): ClientCliOptions {
+  const flags = parseFlags(args, {
+    string: [
+      "host",
+      "port",
+      "unix",
+      "timeout",
+      "bench",
+      "connections",
+      "duration",
+      "size",
+      "ca",
+      "servername",
+      "cert",
+      "key",
+      "handshake-timeout",
+      "proxy-protocol",
+    ],
+    boolean: [
+      "interactive",
+      "quiet",
+      "json",
+      "tls",
+      "trace",
+      "help",
+      "version",
+    ],
+    alias: { i: "interactive", q: "quiet", h: "help", V: "version" },
+  });
+  if (flags._.length > 1) {
+    throw new CliError(
+      `Too many arguments: quote the message as one argument, e.g. "${
+        flags._.join(" ")
+      }"`,
+      EXIT.USAGE,
+    );
+  }
+  const d = CLIENT_DEFAULTS;
+  const options: ClientCliOptions = {
+    hostname: parseHost(flags.host, d.hostname),
+    port: parsePort(flags.port, d.port),
+    unix: flags.unix === undefined ? d.unix : String(flags.unix),
+    message: flags._[0] ?? d.message,
+    interactive: flags.interactive === true,
+    timeout: parseSeconds("timeout", flags.timeout, d.timeout),
+    quiet: flags.quiet === true,
+    bench: flags.bench === undefined
+      ? d.bench
+      : parseChoice<LoadMode>("bench", flags.bench, [
+        "rtt",
+        "stream",
+        "oneshot",
+      ]),
+    connections: parseCount("connections", flags.connections, d.connections),
+    duration: parseSeconds("duration", flags.duration, d.duration),
+    size: parseCount("size", flags.size, d.size),
+    json: flags.json === true,
+    tls: flags.tls === true,
+    ca: optionalString(flags.ca),
+    servername: optionalString(flags.servername),
+    cert: optionalString(flags.cert),
+    key: optionalString(flags.key),
+    handshakeTimeout: parseSeconds(
+      "handshake-timeout",
+      flags["handshake-timeout"],
+      d.handshakeTimeout,
+    ),
+    tlsConnect: d.tlsConnect,
+    trace: flags.trace === true,
+    proxyProtocol: flags["proxy-protocol"] === undefined
+      ? d.proxyProtocol
+      : parseChoice("proxy-protocol", flags["proxy-protocol"], ["v1", "v2"]) ===
+          "v1"
+      ? 1
+      : 2,
+    help: flags.help === true,
+    version: flags.version === true,
+  };
+  const benchOnly = ["connections", "duration", "size", "json"]
+    .find((name) => flags[name] !== undefined && flags[name] !== false);
+  if (options.bench === undefined && benchOnly !== undefined) {
+    throw new CliError(
+      `Conflicting flags: --${benchOnly} goes with --bench MODE`,
+      EXIT.USAGE,
+    );
+  }
+  if (
+    options.bench !== undefined &&
+    (options.interactive || options.message !== undefined)
+  ) {
+    throw new CliError(
+      "Conflicting arguments: --bench sends its own messages; leave out MESSAGE, - and -i",
+      EXIT.USAGE,
+    );
+  }
+  if (
+    options.unix !== undefined &&
+    (flags.host !== undefined || flags.port !== undefined)
+  ) {
+    throw new CliError(
+      "Conflicting flags: --unix cannot be combined with --host or --port",
+      EXIT.USAGE,
+    );
+  }
+  const tlsOnly = ["ca", "servername", "cert", "key", "handshake-timeout"]
+    .find((name) => flags[name] !== undefined);
+  if (!options.tls && tlsOnly !== undefined) {
+    throw new CliError(
+      `Conflicting flags: --${tlsOnly} goes with --tls`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.trace && options.bench !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --trace follows one connection and cannot be combined with --bench",
+      EXIT.USAGE,
+    );
+  }
+  if (options.trace && options.quiet) {
+    throw new CliError(
+      "Conflicting flags: --trace cannot be combined with --quiet",
+      EXIT.USAGE,
+    );
+  }
+  if (options.proxyProtocol !== undefined && options.unix !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --proxy-protocol cannot be combined with --unix",
+      EXIT.USAGE,
+    );
+  }
+  if (options.proxyProtocol !== undefined && options.cert !== undefined) {
+    throw new CliError(
+      "Conflicting flags: Deno cannot send a PROXY header before TLS with a client certificate (--cert)",
+      EXIT.USAGE,
+    );
+  }
+  if (options.tls && options.unix !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --tls cannot be combined with --unix",
+      EXIT.USAGE,
+    );
+  }
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new CliError(
+      `Missing flag: --${
+        options.cert === undefined ? "cert" : "key"
+      } goes with --${options.cert === undefined ? "key" : "cert"}`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.cert !== undefined && options.servername !== undefined) {
+    throw new CliError(
+      "Conflicting flags: Deno cannot send a client certificate (--cert) with another --servername; connect with --host NAME instead",
+      EXIT.USAGE,
+    );
+  }
+  if (options.interactive && options.message !== undefined) {
+    throw new CliError(
+      `Conflicting arguments: --interactive reads its lines from stdin, not "${options.message}"`,
+      EXIT.USAGE,
+    );
+  }
+  return options;
+}

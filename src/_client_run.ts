@@ -1,0 +1,498 @@
+// Copyright the upcase authors. MIT license.
+// Running the client from its command line: the seed's exchange, stdin
+// streaming, the interactive loop and the load generator, each failure in
+// one line. Internal.
+
+import { MAXLINE } from "./constants.ts";
+import {
+  connect,
+  type ConnectTlsOptions,
+  exchange,
+  type ExchangeResult,
+} from "./request.ts";
+import { type LoadProgress, type LoadReport, runLoad } from "./load.ts";
+import {
+  CliError,
+  EXIT,
+  explainNetworkError,
+  formatAddr,
+  joinHostPort,
+  type NetworkContext,
+  printWarning,
+  readPemFile,
+} from "./_cli.ts";
+import { describeTlsFailure, formatTlsFailure } from "./_tls_errors.ts";
+import { ClientTrace, formatTrace, type TraceEvent } from "./_trace.ts";
+import { closeQuietly, writeAll } from "./_io.ts";
+import { ProgressLine } from "./_progress.ts";
+import { format as formatBytes } from "@std/fmt/bytes";
+import { type ClientCliOptions } from "./_client_args.ts";
+
+/** The seed's usage line, printed when the message is missing. */
+const SEED_USAGE = "usage: ./client message";
+
+/** The size of each read from stdin. */
+const STDIN_CHUNK_SIZE = 64 * 1024;
+
+/** Thrown when nobody reads stdout any more (`client.ts - | head -c 10`). */
+class OutputClosed extends Error {}
+
+/** Writes to stdout; a reader that has gone becomes {@linkcode OutputClosed}. */
+async function writeOut(bytes: Uint8Array): Promise<void> {
+  try {
+    await writeAll(Deno.stdout, bytes);
+  } catch (err: unknown) {
+    if (err instanceof Deno.errors.BrokenPipe) throw new OutputClosed();
+    throw err;
+  }
+}
+
+/** Closes the connection when time runs out; each wait arms it anew. */
+class Deadline {
+  #ms: number;
+  #onExpire: () => void;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  expired = false;
+
+  constructor(ms: number, onExpire: () => void) {
+    this.#ms = ms;
+    this.#onExpire = onExpire;
+  }
+
+  arm(): void {
+    if (this.#ms === 0) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.expired = true;
+      this.#onExpire();
+    }, this.#ms);
+  }
+
+  disarm(): void {
+    clearTimeout(this.#timer);
+  }
+}
+
+function networkContext(options: ClientCliOptions): NetworkContext {
+  return options.unix === undefined
+    ? { action: "connect", hostname: options.hostname, port: options.port }
+    : { action: "connect", path: options.unix };
+}
+
+function addressOf(options: ClientCliOptions): string {
+  return options.unix ?? joinHostPort(options.hostname, options.port);
+}
+
+function seconds(ms: number): string {
+  return `${ms / 1000} s`;
+}
+
+/** `--tls`: reads the PEM files, for {@linkcode connect}. */
+async function loadTls(
+  options: ClientCliOptions,
+): Promise<ConnectTlsOptions | undefined> {
+  if (!options.tls) return undefined;
+  return {
+    caCerts: options.ca === undefined
+      ? undefined
+      : [await readPemFile("ca", options.ca)],
+    serverName: options.servername,
+    cert: options.cert === undefined
+      ? undefined
+      : await readPemFile("cert", options.cert),
+    key: options.key === undefined
+      ? undefined
+      : await readPemFile("key", options.key),
+    handshakeTimeout: options.handshakeTimeout,
+  };
+}
+
+/**
+ * Turns a failure to connect or exchange into one line: a TLS failure in
+ * words (with --tls), else what {@linkcode explainNetworkError} says.
+ */
+function explainFailure(err: unknown, options: ClientCliOptions): unknown {
+  if (options.tls) {
+    if (err instanceof Deno.errors.TimedOut) {
+      return new CliError(
+        `Timed out: no TLS handshake with ${addressOf(options)} within ${
+          seconds(options.handshakeTimeout)
+        } (is it a TLS server? see --handshake-timeout)`,
+        EXIT.TIMEOUT,
+      );
+    }
+    const failure = describeTlsFailure(err, "server");
+    if (failure !== undefined) {
+      return new CliError(
+        `${formatTlsFailure(failure)}`.replace(
+          /^([^:]*): /,
+          `$1: ${addressOf(options)}: `,
+        ),
+        EXIT.NETWORK,
+      );
+    }
+  }
+  return explainNetworkError(err, networkContext(options));
+}
+
+/** --trace: the connection, with a line on stderr for each socket call. */
+function traced(conn: Deno.Conn, options: ClientCliOptions): Deno.Conn {
+  const encoder = new TextEncoder();
+  const emit = (event: TraceEvent) =>
+    Deno.stderr.writeSync(encoder.encode(`${formatTrace(event)}\n`));
+  if (options.proxyProtocol !== undefined) {
+    emit({
+      id: 0,
+      side: "client",
+      call: "proxy",
+      text: `PROXY header (v${options.proxyProtocol}) sent first, naming ${
+        formatAddr(conn.localAddr)
+      } as the client`,
+    });
+  }
+  // exchange() and the loops use only read, write, closeWrite and close.
+  return new ClientTrace(conn, emit, options.tls) as unknown as Deno.Conn;
+}
+
+/** Connects, within the timeout, explaining any failure in one line. */
+async function open(options: ClientCliOptions): Promise<Deno.Conn> {
+  const connecting = connect({
+    hostname: options.hostname,
+    port: options.port,
+    path: options.unix,
+    tls: options.tlsConnect,
+    proxyHeader: options.proxyProtocol,
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    if (options.timeout === 0) return;
+    timer = setTimeout(() => {
+      connecting.then(closeQuietly, () => {});
+      reject(
+        new CliError(
+          `Timed out: could not connect to ${addressOf(options)} within ${
+            seconds(options.timeout)
+          }`,
+          EXIT.TIMEOUT,
+        ),
+      );
+    }, options.timeout);
+  });
+  try {
+    const conn = await Promise.race([connecting, expired]);
+    return options.trace ? traced(conn, options) : conn;
+  } catch (err: unknown) {
+    if (err instanceof CliError) throw err;
+    throw explainFailure(err, options);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Turns a failure during the exchange into one line. */
+function explainExchangeError(
+  err: unknown,
+  options: ClientCliOptions,
+  deadline: Deadline,
+): unknown {
+  if (deadline.expired) {
+    return new CliError(
+      `Timed out: no complete reply from ${addressOf(options)} within ${
+        seconds(options.timeout)
+      }`,
+      EXIT.TIMEOUT,
+    );
+  }
+  return explainFailure(err, options);
+}
+
+/**
+ * Connects, sends `source`, half-closes and passes the reply to `sink`, all
+ * within the timeout; a server that closes without a byte of reply is an
+ * error.
+ */
+async function exchangeWithin(
+  options: ClientCliOptions,
+  source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+  sink: (bytes: Uint8Array) => void | Promise<void>,
+): Promise<ExchangeResult> {
+  const conn = await open(options);
+  const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
+  let result: ExchangeResult;
+  deadline.arm();
+  try {
+    result = await exchange(conn, source, sink);
+    if (deadline.expired) throw new Deno.errors.TimedOut();
+  } catch (err: unknown) {
+    throw explainExchangeError(err, options, deadline);
+  } finally {
+    deadline.disarm();
+    closeQuietly(conn);
+  }
+  if (result.received === 0 && result.sent > 0) {
+    throw new CliError(
+      "Server closed the connection before replying",
+      EXIT.CONNECTION_LOST,
+    );
+  }
+  return result;
+}
+
+/** The seed's exchange: the message from argv, the reply after a header. */
+async function sendMessage(options: ClientCliOptions, message: string) {
+  const bytes = new TextEncoder().encode(message);
+  const reply: Uint8Array[] = [];
+  const { received } = await exchangeWithin(options, [bytes], (chunk) => {
+    reply.push(chunk.slice());
+  });
+  const out = new TextEncoder();
+  if (!options.quiet) await writeOut(out.encode("Response from server:\n"));
+  for (const chunk of reply) await writeOut(chunk);
+  await writeOut(out.encode("\n"));
+  warnIfShort(options, received, bytes.length);
+}
+
+function warnIfShort(
+  options: ClientCliOptions,
+  received: number,
+  sent: number,
+): void {
+  if (received < sent && !options.quiet) {
+    printWarning(
+      `Reply truncated: got ${received} of ${sent} bytes; the server closed early (the seed's server.c reads at most ${MAXLINE})`,
+    );
+  }
+}
+
+/** Reads stdin in chunks; each is valid until the next is asked for. */
+async function* stdinChunks(): AsyncGenerator<Uint8Array> {
+  const buf = new Uint8Array(STDIN_CHUNK_SIZE);
+  while (true) {
+    const n = await Deno.stdin.read(buf);
+    if (n === null) return;
+    yield buf.subarray(0, n);
+  }
+}
+
+/**
+ * `-`: stdin to the server, the reply to stdout as it arrives. A long run
+ * shows a progress line on stderr when that is a terminal and stdout is not
+ * (on one terminal the line would tear the reply).
+ */
+async function sendStdin(options: ClientCliOptions) {
+  let sent = 0;
+  let received = 0;
+  const live = Deno.stderr.isTerminal() && !Deno.stdout.isTerminal() &&
+    !options.quiet;
+  const line = live
+    ? new ProgressLine((ms) =>
+      `sent ${formatBytes(sent)}, received ${formatBytes(received)}, ${
+        formatBytes(received / Math.max(ms / 1000, 0.001))
+      }/s, ${(ms / 1000).toFixed(1)} s`
+    )
+    : undefined;
+  async function* counted(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of stdinChunks()) {
+      yield chunk;
+      sent += chunk.length;
+    }
+  }
+  try {
+    await exchangeWithin(options, counted(), (bytes) => {
+      received += bytes.length;
+      return writeOut(bytes);
+    });
+  } finally {
+    line?.stop();
+  }
+  warnIfShort(options, received, sent);
+}
+
+/** Splits stdin into lines, each with its newline (the last may lack it). */
+async function* stdinLines(): AsyncGenerator<Uint8Array> {
+  let pending: Uint8Array = new Uint8Array(0);
+  for await (const chunk of stdinChunks()) {
+    let start = 0;
+    let newline = chunk.indexOf(0x0a);
+    while (newline !== -1) {
+      const line = chunk.subarray(start, newline + 1);
+      yield pending.length > 0 ? concat(pending, line) : line;
+      pending = new Uint8Array(0);
+      start = newline + 1;
+      newline = chunk.indexOf(0x0a, start);
+    }
+    pending = concat(pending, chunk.subarray(start));
+    if (pending.length >= STDIN_CHUNK_SIZE) {
+      yield pending; // a very long line goes out in pieces
+      pending = new Uint8Array(0);
+    }
+  }
+  if (pending.length > 0) yield pending;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+/**
+ * `--interactive`: the tutorial's loop. Each line goes out as it is read and
+ * its reply (up to its newline) is printed before the next line is sent.
+ */
+async function interact(options: ClientCliOptions) {
+  const conn = await open(options);
+  if (Deno.stdin.isTerminal() && !options.quiet) {
+    console.error(
+      `Connected to ${
+        addressOf(options)
+      }: type a line and press Enter; Ctrl-D ends`,
+    );
+  }
+  const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
+  const buf = new Uint8Array(STDIN_CHUNK_SIZE);
+  let replies = 0;
+  try {
+    for await (const line of stdinLines()) {
+      await writeAll(conn, line);
+      if (line[line.length - 1] !== 0x0a) continue;
+      deadline.arm();
+      while (true) {
+        const n = await conn.read(buf);
+        if (n === null) {
+          throw new CliError(
+            `Connection lost: the server closed the connection after ${replies} ${
+              replies === 1 ? "reply" : "replies"
+            }`,
+            EXIT.CONNECTION_LOST,
+          );
+        }
+        await writeOut(buf.subarray(0, n));
+        if (buf.subarray(0, n).includes(0x0a)) break;
+      }
+      deadline.disarm();
+      replies++;
+    }
+    await conn.closeWrite();
+    deadline.arm();
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      await writeOut(buf.subarray(0, n));
+    }
+  } catch (err: unknown) {
+    if (err instanceof CliError) throw err;
+    throw explainExchangeError(err, options, deadline);
+  } finally {
+    deadline.disarm();
+    closeQuietly(conn);
+  }
+}
+
+/** `--bench`: the load generator, with a progress line on a terminal. */
+async function bench(options: ClientCliOptions): Promise<number> {
+  const mode = options.bench!;
+  // Unreachable server, missing permission: the usual one line and code.
+  closeQuietly(await open(options));
+  const live = Deno.stderr.isTerminal() && !options.quiet && !options.json;
+  let latest: LoadProgress | undefined;
+  const line = live
+    ? new ProgressLine(() =>
+      latest === undefined
+        ? `${mode}: starting`
+        : `${mode} ${(latest.elapsed / 1000).toFixed(1)} s: ${
+          latest.requests.toLocaleString("en-US")
+        } requests, ${
+          formatBytes(latest.bytes / (latest.elapsed / 1000))
+        }/s, ${latest.errors} errors`
+    )
+    : undefined;
+  let report: LoadReport;
+  try {
+    report = await runLoad({
+      mode,
+      hostname: options.hostname,
+      port: options.port,
+      path: options.unix,
+      tls: options.tlsConnect,
+      proxyHeader: options.proxyProtocol,
+      connections: options.connections || undefined,
+      duration: options.duration,
+      size: options.size || undefined,
+      onProgress: live ? (p) => latest = p : undefined,
+    });
+  } finally {
+    line?.stop();
+  }
+  console.log(
+    options.json
+      ? JSON.stringify(report)
+      : formatReport(report, addressOf(options)),
+  );
+  return report.errors > 0 ? EXIT.CONNECTION_LOST : EXIT.OK;
+}
+
+/** The --bench report for people. */
+function formatReport(r: LoadReport, address: string): string {
+  const ms = (value: number) => `${value.toFixed(value < 10 ? 3 : 1)} ms`;
+  const lines: string[] = [
+    `upcase load: ${r.mode}, ${r.connections} connection${
+      r.connections === 1 ? "" : "s"
+    }, ${formatBytes(r.size, { binary: true })} ${
+      r.mode === "stream" ? "writes" : "messages"
+    }, ${r.seconds.toFixed(1)} s against ${address}`,
+    `throughput  ${formatBytes(r.bytesPerSecond)}/s verified (${
+      formatBytes(r.bytesReceived)
+    } received, ${formatBytes(r.bytesSent)} sent)`,
+  ];
+  if (r.mode !== "stream") {
+    lines.splice(
+      1,
+      0,
+      `requests    ${r.requests.toLocaleString("en-US")} (${
+        Math.round(r.requestsPerSecond).toLocaleString("en-US")
+      }/s)`,
+    );
+  }
+  if (r.latency) {
+    const l = r.latency;
+    lines.push(
+      `latency     p50 ${ms(l.p50)}  p90 ${ms(l.p90)}  p99 ${
+        ms(l.p99)
+      }  p99.9 ${ms(l.p999)}  max ${ms(l.max)}`,
+    );
+  }
+  lines.push(
+    `errors      ${r.errors}${
+      r.errorSamples.length > 0 ? ` (${r.errorSamples.join("; ")})` : ""
+    }`,
+  );
+  return lines.join("\n");
+}
+
+/**
+ * Runs the client the options describe: the seed's exchange, `-`, `-i` or
+ * `--bench`.
+ *
+ * @param parsed Validated options.
+ * @returns The exit code.
+ */
+export async function runClient(parsed: ClientCliOptions): Promise<number> {
+  const options = { ...parsed, tlsConnect: await loadTls(parsed) };
+  if (options.bench !== undefined) return await bench(options);
+  if (!options.interactive && options.message === undefined) {
+    console.error(SEED_USAGE);
+    return EXIT.USAGE;
+  }
+  try {
+    if (options.interactive) await interact(options);
+    else if (options.message === "-") await sendStdin(options);
+    else await sendMessage(options, options.message!);
+  } catch (err: unknown) {
+    // The reader of stdout stopped (`| head`): its choice, not a failure.
+    if (err instanceof OutputClosed) return EXIT.OK;
+    throw err;
+  }
+  return EXIT.OK;
+}

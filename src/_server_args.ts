@@ -1,0 +1,316 @@
+// Copyright the upcase authors. MIT license.
+// The server's command line: its options, their defaults in one place, and
+// their validation. Internal.
+
+import { SERV_PORT, SERVER_HOST } from "./constants.ts";
+import {
+  DEFAULT_GRACE_MS,
+  DEFAULT_PROXY_TIMEOUT_MS,
+  DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
+} from "./serve.ts";
+import { parseCidrs } from "./_cidr.ts";
+import {
+  CliError,
+  EXIT,
+  joinHostPort,
+  optionalString,
+  parseChoice,
+  parseCount,
+  parseFlags,
+  parseHost,
+  parseHostPort,
+  parsePort,
+  parseSeconds,
+} from "./_cli.ts";
+import { type LogFormat } from "./_log.ts";
+
+/** The server's command-line options, validated. */
+export interface ServerCliOptions {
+  /** TCP address to listen on. */
+  hostname: string;
+  /** TCP port. */
+  port: number;
+  /** A Unix socket path to listen on instead of TCP. */
+  unix: string | undefined;
+  /** The seed's one-read mode. */
+  once: boolean;
+  /** Unicode upper-casing instead of ASCII. */
+  unicode: boolean;
+  /** Connections served at once; 0 for no limit. */
+  maxConns: number;
+  /** Close connections idle this long, in milliseconds; 0 for never. */
+  idleTimeout: number;
+  /** Shutdown drain time, in milliseconds. */
+  grace: number;
+  /** A PEM certificate (chain) file: TLS on, with {@linkcode key}. */
+  cert: string | undefined;
+  /** The certificate's PEM private key file. */
+  key: string | undefined;
+  /** TLS: close a client whose handshake is not done by then, in ms; 0: never. */
+  handshakeTimeout: number;
+  /** Worker threads, each with its own listener on the address. */
+  workers: number;
+  /** Where to serve /metrics and /healthz, if anywhere. */
+  metrics: { hostname: string; port: number } | undefined;
+  /** Expect a PROXY protocol header on every connection. */
+  proxyProtocol: boolean;
+  /** --proxy-protocol: the peers (CIDR ranges) that may connect; [] for any. */
+  proxyFrom: string[];
+  /** --proxy-protocol: the header's deadline, in milliseconds. */
+  proxyTimeout: number;
+  /** At SIGINT/SIGTERM: keep serving this long (ms) with /healthz at 503. */
+  drainDelay: number;
+  /** Leave out the per-connection log lines. */
+  quiet: boolean;
+  /** Log each socket call of each connection. */
+  trace: boolean;
+  logFormat: LogFormat;
+  help: boolean;
+  version: boolean;
+}
+
+/** The most --workers. */
+export const MAX_WORKERS = 256;
+
+/** Every option's default, in one place. */
+export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
+  hostname: SERVER_HOST,
+  port: SERV_PORT,
+  unix: undefined,
+  once: false,
+  unicode: false,
+  maxConns: 0,
+  idleTimeout: 0,
+  grace: DEFAULT_GRACE_MS,
+  cert: undefined,
+  key: undefined,
+  handshakeTimeout: DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
+  workers: 1,
+  metrics: undefined,
+  proxyProtocol: false,
+  proxyFrom: [],
+  proxyTimeout: DEFAULT_PROXY_TIMEOUT_MS,
+  drainDelay: 0,
+  quiet: false,
+  trace: false,
+  logFormat: "text",
+  help: false,
+  version: false,
+};
+
+/**
+ * Parses and validates the server's arguments.
+ *
+ * @param args The command-line arguments.
+ * @returns The options, with defaults filled in.
+ * @throws {CliError} For an unknown flag, a bad value or a conflict.
+ */
+export function parseServerArgs(args: string[]): ServerCliOptions {
+  const flags = parseFlags(args, {
+    string: [
+      "host",
+      "port",
+      "unix",
+      "max-conns",
+      "idle-timeout",
+      "grace",
+      "log-format",
+      "cert",
+      "key",
+      "handshake-timeout",
+      "workers",
+      "metrics",
+      "proxy-from",
+      "proxy-timeout",
+      "drain-delay",
+    ],
+    boolean: [
+      "once",
+      "unicode",
+      "quiet",
+      "trace",
+      "proxy-protocol",
+      "help",
+      "version",
+    ],
+    alias: { h: "help", V: "version", q: "quiet" },
+  });
+  if (flags._.length > 0) {
+    throw new CliError(
+      `Unexpected argument: "${flags._[0]}" (see --help)`,
+      EXIT.USAGE,
+    );
+  }
+  const d = SERVER_DEFAULTS;
+  const options: ServerCliOptions = {
+    hostname: parseHost(flags.host, d.hostname),
+    port: parsePort(flags.port, d.port),
+    unix: flags.unix === undefined ? d.unix : String(flags.unix),
+    once: flags.once === true,
+    unicode: flags.unicode === true,
+    maxConns: parseCount("max-conns", flags["max-conns"], d.maxConns),
+    idleTimeout: parseSeconds(
+      "idle-timeout",
+      flags["idle-timeout"],
+      d.idleTimeout,
+    ),
+    grace: parseSeconds("grace", flags.grace, d.grace),
+    cert: optionalString(flags.cert),
+    key: optionalString(flags.key),
+    handshakeTimeout: parseSeconds(
+      "handshake-timeout",
+      flags["handshake-timeout"],
+      d.handshakeTimeout,
+    ),
+    workers: parseWorkers(flags.workers, d.workers),
+    metrics: parseHostPort("metrics", flags.metrics, d.metrics),
+    proxyProtocol: flags["proxy-protocol"] === true,
+    proxyFrom: parseProxyFrom(flags["proxy-from"], d.proxyFrom),
+    proxyTimeout: parseSeconds(
+      "proxy-timeout",
+      flags["proxy-timeout"],
+      d.proxyTimeout,
+    ),
+    drainDelay: parseSeconds("drain-delay", flags["drain-delay"], d.drainDelay),
+    quiet: flags.quiet === true,
+    trace: flags.trace === true,
+    logFormat: parseChoice("log-format", flags["log-format"], [
+      "text",
+      "json",
+    ]),
+    help: flags.help === true,
+    version: flags.version === true,
+  };
+  if (
+    options.unix !== undefined &&
+    (flags.host !== undefined || flags.port !== undefined)
+  ) {
+    throw new CliError(
+      "Conflicting flags: --unix cannot be combined with --host or --port",
+      EXIT.USAGE,
+    );
+  }
+  if ((options.cert === undefined) !== (options.key === undefined)) {
+    throw new CliError(
+      `Missing flag: --${
+        options.cert === undefined ? "cert" : "key"
+      } goes with --${options.cert === undefined ? "key" : "cert"}`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.cert === undefined && flags["handshake-timeout"] !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --handshake-timeout goes with --cert and --key",
+      EXIT.USAGE,
+    );
+  }
+  if (options.cert !== undefined && options.unix !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --cert and --key (TLS) cannot be combined with --unix",
+      EXIT.USAGE,
+    );
+  }
+  if (options.trace && options.quiet) {
+    throw new CliError(
+      "Conflicting flags: --trace logs every socket call and cannot be combined with --quiet",
+      EXIT.USAGE,
+    );
+  }
+  if (flags["proxy-from"] !== undefined && !options.proxyProtocol) {
+    throw new CliError(
+      "Conflicting flags: --proxy-from goes with --proxy-protocol",
+      EXIT.USAGE,
+    );
+  }
+  if (flags["proxy-timeout"] !== undefined && !options.proxyProtocol) {
+    throw new CliError(
+      "Conflicting flags: --proxy-timeout goes with --proxy-protocol",
+      EXIT.USAGE,
+    );
+  }
+  if (flags["proxy-from"] !== undefined && options.unix !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --proxy-from cannot be combined with --unix (a Unix socket peer has no address)",
+      EXIT.USAGE,
+    );
+  }
+  if (options.proxyProtocol && options.proxyTimeout === 0) {
+    throw new CliError(
+      'Invalid --proxy-timeout: "0": the header needs some time to arrive',
+      EXIT.USAGE,
+    );
+  }
+  if (options.unix !== undefined && options.workers > 1) {
+    throw new CliError(
+      "Conflicting flags: --workers cannot be combined with --unix (a Unix socket has one listener)",
+      EXIT.USAGE,
+    );
+  }
+  if (
+    options.metrics !== undefined && options.unix === undefined &&
+    options.metrics.port === options.port && options.port !== 0 &&
+    (options.metrics.hostname === options.hostname ||
+      isWildcard(options.metrics.hostname) || isWildcard(options.hostname))
+  ) {
+    throw new CliError(
+      `Conflicting flags: --metrics ${
+        joinHostPort(options.metrics.hostname, options.metrics.port)
+      } is the server's own address`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.once && options.unicode) {
+    throw new CliError(
+      "Conflicting flags: --once is the seed's ASCII behaviour and cannot be combined with --unicode",
+      EXIT.USAGE,
+    );
+  }
+  return options;
+}
+
+/**
+ * Validates `--proxy-from CIDR[,CIDR...]`.
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The ranges when the flag is absent.
+ * @returns The ranges as written.
+ * @throws {CliError} For a range that is not CIDR.
+ */
+function parseProxyFrom(value: unknown, fallback: string[]): string[] {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  try {
+    parseCidrs(text);
+  } catch (err: unknown) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new CliError(`Invalid --proxy-from: ${err.message}`, EXIT.USAGE);
+  }
+  return text.split(",").map((item) => item.trim());
+}
+
+/** The addresses that mean "every interface". */
+function isWildcard(hostname: string): boolean {
+  return hostname === "0.0.0.0" || hostname === "::";
+}
+
+/**
+ * Validates `--workers`: a count from 1 to 256, or `auto` (the CPUs).
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The count when the flag is absent.
+ * @returns The count.
+ * @throws {CliError} For anything else.
+ */
+function parseWorkers(value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  if (text === "auto") return navigator.hardwareConcurrency;
+  const count = /^\d{1,3}$/.test(text) ? Number(text) : NaN;
+  if (!(count >= 1 && count <= MAX_WORKERS)) {
+    throw new CliError(
+      `Invalid --workers: "${text}" is not a whole number from 1 to ${MAX_WORKERS}, or auto`,
+      EXIT.USAGE,
+    );
+  }
+  return count;
+}

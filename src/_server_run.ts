@@ -1,0 +1,326 @@
+// Copyright the upcase authors. MIT license.
+// Running the server from its command line: one server or a pool of
+// Workers, the HTTP side channel, the signals, the drain and the summary.
+// Internal.
+
+import { serve, type ServerEvent, type ServerStats } from "./serve.ts";
+import {
+  hasReusePort,
+  missingWorkerReadPermission,
+  WorkerPool,
+} from "./_worker_pool.ts";
+import { type MetricsServer, serveMetrics } from "./_http.ts";
+import { EventHub } from "./_event_hub.ts";
+import {
+  CliError,
+  EXIT,
+  explainNetworkError,
+  joinHostPort,
+  readPemFile,
+} from "./_cli.ts";
+import { LineWriter, ServerLog } from "./_log.ts";
+import { errorMessage } from "./_io.ts";
+import { VERSION } from "./version.ts";
+import { type ServerCliOptions } from "./_server_args.ts";
+
+/** How long the last log lines may take to be written at exit. */
+const LOG_FLUSH_LIMIT_MS = 2000;
+
+/** Starts the server, replacing a stale Unix socket nobody answers on. */
+/** --proxy-protocol, --proxy-from, --proxy-timeout, for serve(). */
+function proxyOptions(options: ServerCliOptions) {
+  return options.proxyProtocol
+    ? { from: options.proxyFrom, timeout: options.proxyTimeout }
+    : undefined;
+}
+
+/** --cert and --key: the files' contents, for serve(). */
+async function readTls(options: ServerCliOptions) {
+  return options.cert === undefined || options.key === undefined ? undefined : {
+    cert: await readPemFile("cert", options.cert),
+    key: await readPemFile("key", options.key),
+    handshakeTimeout: options.handshakeTimeout,
+  };
+}
+
+async function start(
+  options: ServerCliOptions,
+  log: ServerLog,
+  hub: EventHub | undefined,
+) {
+  const tls = await readTls(options);
+  const common = {
+    once: options.once,
+    unicode: options.unicode,
+    maxConns: options.maxConns,
+    idleTimeout: options.idleTimeout,
+    proxyProtocol: proxyOptions(options),
+    // A page watching (--metrics) traces new connections for its diagrams.
+    trace: () => options.trace || hub?.watching === true,
+    onEvent: (event: ServerEvent) => logEvent(options, log, hub, event),
+  };
+  const { unix } = options;
+  if (unix === undefined) {
+    try {
+      return serve({
+        ...common,
+        ...tls,
+        hostname: options.hostname,
+        port: options.port,
+      });
+    } catch (err: unknown) {
+      throw explainTlsSetupError(err, options) ??
+        explainNetworkError(err, { action: "listen", ...options });
+    }
+  }
+  try {
+    return serve({ ...common, path: unix });
+  } catch (err: unknown) {
+    if (!(err instanceof Deno.errors.AddrInUse) || !await isStale(unix)) {
+      throw explainNetworkError(err, { action: "listen", path: unix });
+    }
+  }
+  try {
+    await Deno.remove(unix);
+    return serve({ ...common, path: unix });
+  } catch (err: unknown) {
+    throw explainNetworkError(err, { action: "listen", path: unix });
+  }
+}
+
+/** A certificate and key that TLS cannot use: one line, exit 1. */
+function explainTlsSetupError(
+  err: unknown,
+  options: ServerCliOptions,
+): CliError | undefined {
+  if (options.cert === undefined || !(err instanceof Error)) return undefined;
+  if (
+    err instanceof Deno.errors.NotCapable && /127\.0\.0\.1:0/.test(err.message)
+  ) {
+    const address = joinHostPort(options.hostname, options.port);
+    return new CliError(
+      options.proxyProtocol
+        ? `Permission denied: TLS with --proxy-protocol relays each client through a listener on 127.0.0.1 (the header comes before the handshake), which needs --allow-net=${address},127.0.0.1`
+        : `Permission denied: TLS without --allow-ffi relays each client through a listener on 127.0.0.1, which needs --allow-net=${address},127.0.0.1 (or grant --allow-ffi: stalled handshakes are then freed with shutdown(2), and TLS runs about twice as fast)`,
+      EXIT.PERMISSION,
+    );
+  }
+  if (/KeyMismatch|keys may not be consistent/.test(err.message)) {
+    return new CliError(
+      `Key mismatch: the key in ${options.key} does not belong to the certificate in ${options.cert}`,
+      EXIT.USAGE,
+    );
+  }
+  if (
+    /No certificates found|No keys found|certificate|private key/i.test(
+      err.message,
+    )
+  ) {
+    return new CliError(
+      `Unusable TLS files: ${options.cert}, ${options.key}: ${
+        errorMessage(err)
+      }`,
+      EXIT.USAGE,
+    );
+  }
+  return undefined;
+}
+
+/** A socket file that refuses connections: left behind by a dead server. */
+async function isStale(path: string): Promise<boolean> {
+  try {
+    if (!(await Deno.lstat(path)).isSocket) return false;
+    (await Deno.connect({ transport: "unix", path })).close();
+    return false;
+  } catch (err: unknown) {
+    if (err instanceof Deno.errors.ConnectionRefused) return true;
+    return false;
+  }
+}
+
+/** What main() runs: one server, or a pool of Workers. */
+interface Running {
+  readonly addr: Deno.Addr;
+  readonly finished: Promise<void>;
+  readonly stats: ServerStats;
+  shutdown(options: { grace: number }): Promise<void>;
+}
+
+/** --workers N: checks what the Workers need, then starts them. */
+async function startWorkers(
+  options: ServerCliOptions,
+  log: ServerLog,
+  hub: EventHub | undefined,
+): Promise<Running> {
+  if (Deno.build.os !== "linux") {
+    throw new CliError(
+      `Unsupported: --workers needs Linux, where SO_REUSEPORT spreads connections (this is ${Deno.build.os})`,
+      EXIT.USAGE,
+    );
+  }
+  if (!hasReusePort()) {
+    throw new CliError(
+      "Unstable API: --workers needs --unstable-net (deno.json turns it on when run from the project folder)",
+      EXIT.USAGE,
+    );
+  }
+  const folder = missingWorkerReadPermission();
+  if (folder !== undefined) {
+    throw new CliError(
+      `Permission denied: --workers starts Workers that load the library's modules, which needs --allow-read=${folder}`,
+      EXIT.PERMISSION,
+    );
+  }
+  const tls = await readTls(options);
+  try {
+    const pool = await WorkerPool.start({
+      workers: options.workers,
+      serve: {
+        ...tls,
+        hostname: options.hostname,
+        port: options.port,
+        once: options.once,
+        unicode: options.unicode,
+        maxConns: options.maxConns,
+        idleTimeout: options.idleTimeout,
+        proxyProtocol: proxyOptions(options),
+        trace: options.trace,
+      },
+      onEvent: (event, worker) => logEvent(options, log, hub, event, worker),
+      onWorkerDied: (worker, error, lost) =>
+        log.note(
+          "worker-died",
+          `Worker ${worker} died (${error}): its ${lost} open ${
+            lost === 1 ? "connection was" : "connections were"
+          } lost; starting a new one`,
+          { worker, error, lost },
+          true,
+        ),
+    });
+    hub?.onWatchingChange((watching) => pool.setTrace(watching));
+    return pool;
+  } catch (err: unknown) {
+    throw explainTlsSetupError(err, options) ??
+      explainNetworkError(err, { action: "listen", ...options });
+  }
+}
+
+/**
+ * Every event to the live page's hub (with --metrics), and to the log but
+ * for the trace events of connections traced only for a page.
+ */
+function logEvent(
+  options: ServerCliOptions,
+  log: ServerLog,
+  hub: EventHub | undefined,
+  event: ServerEvent,
+  worker?: number,
+): void {
+  hub?.add(event, worker);
+  if (event.type !== "trace" || options.trace) log.event(event, worker);
+}
+
+/** --metrics: /metrics, /healthz and the live page over HTTP. */
+function startMetrics(
+  address: { hostname: string; port: number },
+  running: Running,
+  healthy: () => boolean,
+  log: ServerLog,
+  hub: EventHub,
+): MetricsServer {
+  const startTimeSeconds = performance.timeOrigin / 1000;
+  try {
+    return serveMetrics({
+      ...address,
+      snapshot: () => {
+        const stats = running.stats;
+        return {
+          accepted: stats.accepted,
+          active: stats.active,
+          refused: stats.refused,
+          closed: stats.closed,
+          bytesIn: stats.bytesIn,
+          bytesOut: stats.bytesOut,
+          duration: stats.duration,
+          version: VERSION,
+          startTimeSeconds,
+        };
+      },
+      healthy,
+      hub,
+      onListen: (addr) => {
+        const where = joinHostPort(addr.hostname, addr.port);
+        log.note(
+          "metrics",
+          `Serving metrics on http://${where}/metrics, health on http://${where}/healthz and the live page on http://${where}/`,
+          { addr: where },
+        );
+      },
+    });
+  } catch (err: unknown) {
+    throw explainNetworkError(err, { action: "listen", ...address });
+  }
+}
+
+/**
+ * Runs the server the options describe until SIGINT/SIGTERM: the log, the
+ * drain, the grace period, the summary.
+ *
+ * @param options Validated options.
+ * @returns The exit code.
+ */
+export async function runServer(options: ServerCliOptions): Promise<number> {
+  const log = new ServerLog(new LineWriter(Deno.stdout), {
+    format: options.logFormat,
+    quiet: options.quiet,
+    color: Deno.stdout.isTerminal(),
+  });
+  const started = Date.now();
+  const hub = options.metrics === undefined
+    ? undefined
+    : new EventHub({ previews: options.trace });
+  const server: Running = options.workers > 1
+    ? await startWorkers(options, log, hub)
+    : await start(options, log, hub);
+  let signals = 0;
+  const metrics = options.metrics === undefined || hub === undefined
+    ? undefined
+    : startMetrics(options.metrics, server, () => signals === 0, log, hub);
+  let drain: ReturnType<typeof setTimeout> | undefined;
+  const phases: { drainStarted?: number; closeStarted?: number } = {};
+  const close = (grace: number) => {
+    clearTimeout(drain);
+    phases.closeStarted ??= Date.now();
+    server.shutdown({ grace });
+  };
+  const stop = () => {
+    signals++;
+    if (signals > 1) return close(0);
+    if (options.drainDelay === 0) return close(options.grace);
+    // /healthz says 503 from now; the balancer takes us out meanwhile.
+    phases.drainStarted = Date.now();
+    log.note(
+      "drain",
+      `Draining: /healthz answers 503; still serving for ${
+        options.drainDelay / 1000
+      } s (--drain-delay), then closing the listener`,
+      { delayMs: options.drainDelay },
+    );
+    drain = setTimeout(() => close(options.grace), options.drainDelay);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await server.finished;
+  Deno.removeSignalListener("SIGINT", stop);
+  Deno.removeSignalListener("SIGTERM", stop);
+  await metrics?.shutdown();
+  log.summary(server.addr, server.stats, Date.now() - started, phases);
+  // Exit even if a stalled log reader never takes the last lines.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    log.flush(),
+    new Promise((resolve) => timer = setTimeout(resolve, LOG_FLUSH_LIMIT_MS)),
+  ]);
+  clearTimeout(timer);
+  return EXIT.OK;
+}

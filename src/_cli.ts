@@ -214,6 +214,29 @@ export function parseChoice<T extends string>(
 }
 
 /**
+ * Checks that two flags that only work together (`--cert` and `--key`) are
+ * both given or both left out.
+ *
+ * @param options The options, by flag name.
+ * @param a One flag.
+ * @param b The other.
+ * @throws {CliError} Naming the one that is missing.
+ */
+export function requirePair<T extends object>(
+  options: T,
+  a: keyof T & string,
+  b: keyof T & string,
+): void {
+  const [hasA, hasB] = [options[a] !== undefined, options[b] !== undefined];
+  if (hasA === hasB) return;
+  const [missing, given] = hasA ? [b, a] : [a, b];
+  throw new CliError(
+    `Missing flag: --${missing} goes with --${given}`,
+    EXIT.USAGE,
+  );
+}
+
+/**
  * A string flag's value, if it was given.
  *
  * @param value The flag's text, or undefined when not given.

@@ -18,6 +18,7 @@ import {
   parseHost,
   parsePort,
   parseSeconds,
+  requirePair,
 } from "./_cli.ts";
 
 /** The client's command-line options, validated. */
@@ -246,14 +247,7 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
       EXIT.USAGE,
     );
   }
-  if ((options.cert === undefined) !== (options.key === undefined)) {
-    throw new CliError(
-      `Missing flag: --${
-        options.cert === undefined ? "cert" : "key"
-      } goes with --${options.cert === undefined ? "key" : "cert"}`,
-      EXIT.USAGE,
-    );
-  }
+  requirePair(options, "cert", "key");
   if (options.cert !== undefined && options.servername !== undefined) {
     throw new CliError(
       "Conflicting flags: Deno cannot send a client certificate (--cert) with another --servername; connect with --host NAME instead",

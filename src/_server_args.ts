@@ -21,6 +21,7 @@ import {
   parseHostPort,
   parsePort,
   parseSeconds,
+  requirePair,
 } from "./_cli.ts";
 import { type LogFormat } from "./_log.ts";
 
@@ -190,14 +191,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       EXIT.USAGE,
     );
   }
-  if ((options.cert === undefined) !== (options.key === undefined)) {
-    throw new CliError(
-      `Missing flag: --${
-        options.cert === undefined ? "cert" : "key"
-      } goes with --${options.cert === undefined ? "key" : "cert"}`,
-      EXIT.USAGE,
-    );
-  }
+  requirePair(options, "cert", "key");
   if (options.cert === undefined && flags["handshake-timeout"] !== undefined) {
     throw new CliError(
       "Conflicting flags: --handshake-timeout goes with --cert and --key",

@@ -6,11 +6,12 @@
 # prometheus's promtool (two parsers of /metrics), and the load balancers
 # tests/lb_test.ts runs in front of the server: haproxy, nginx-light with
 # libnginx-mod-stream (the stream module), and python3 (its clients, which
-# bind a chosen 127.0.0.x source address), and chromium for the live page.
+# bind a chosen 127.0.0.x source address), chromium for the live page, and
+# gcc and net-tools (netstat) for the tutorial, which compiles the seed.
 # Installs only what is missing.
 set -euo pipefail
 packages=(ncat socat openssl util-linux iproute2 python3-prometheus-client prometheus
-  haproxy nginx-light libnginx-mod-stream python3 chromium)
+  haproxy nginx-light libnginx-mod-stream python3 chromium gcc net-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -121,7 +121,8 @@ export class ServerLog {
     if (
       this.#options.quiet &&
       (event.type === "connect" || event.type === "close" ||
-        event.type === "refuse" || event.type === "open-error")
+        event.type === "refuse" || event.type === "open-error" ||
+        event.type === "accept-reset")
     ) {
       return;
     }
@@ -179,6 +180,7 @@ export class ServerLog {
         shutdownClosed: stats.shutdownClosed,
         handshakeErrors: stats.handshakeErrors,
         headerErrors: stats.headerErrors,
+        acceptResets: stats.acceptResets,
         closed: stats.closed,
         uptimeMs,
         ...(phases.drainStarted === undefined
@@ -202,6 +204,10 @@ export class ServerLog {
       }${
         stats.headerErrors > 0
           ? `, ${stats.headerErrors} without a valid PROXY header`
+          : ""
+      }${
+        stats.acceptResets > 0
+          ? `, ${stats.acceptResets} reset before they were accepted`
           : ""
       }${
         stats.closed.check > 0
@@ -286,6 +292,8 @@ export function formatEvent(event: ServerEvent): string {
       }: ${event.maxConns} connections open (--max-conns)`;
     case "accept-error":
       return `accept failed: ${event.error}; retrying`;
+    case "accept-reset":
+      return "a client reset before it was accepted (RST while in the accept queue): nothing to serve";
     case "trace":
       return formatTrace(event);
     case "open-error":

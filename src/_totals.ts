@@ -32,6 +32,9 @@ export class ServerTotals {
       case "refuse":
         stats.refused++;
         break;
+      case "accept-reset":
+        stats.acceptResets++;
+        break;
       case "open-error":
         if (event.step === "tls") stats.handshakeErrors++;
         else stats.headerErrors++;

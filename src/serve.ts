@@ -78,6 +78,14 @@ export type ServerEvent =
     maxConns: number;
   }
   | { type: "accept-error"; error: string }
+  | {
+    /**
+     * A client reset while it waited in the kernel's accept queue: accept()
+     * failed for it alone (its address is gone with it). Nothing to serve,
+     * and no pause: the next client is taken at once.
+     */
+    type: "accept-reset";
+  }
   | ({
     /**
      * With {@linkcode ServeCommonOptions.trace}: one socket call of a
@@ -268,6 +276,8 @@ export interface ServerStats {
   errors: number;
   /** Connections that failed the TLS handshake (closed, not accepted). */
   handshakeErrors: number;
+  /** Clients that reset while they waited to be accepted. */
+  acceptResets: number;
   /**
    * Connections without a valid PROXY header, or from a peer outside
    * {@linkcode ProxyProtocolOptions.from} (closed, not accepted).
@@ -296,6 +306,7 @@ export function emptyStats(): ServerStats {
     errors: 0,
     handshakeErrors: 0,
     headerErrors: 0,
+    acceptResets: 0,
     closed: Object.fromEntries(
       CLOSE_REASONS.map((reason) => [reason, 0]),
     ) as Record<CloseReason, number>,
@@ -459,6 +470,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
           // The client reset before it was taken from the queue (HAProxy's
           // checks and aborted connects do): nothing to serve, nothing to
           // wait for.
+          this.#stats.acceptResets++;
+          this.#emit({ type: "accept-reset" });
           accepting = listener.accept();
           continue;
         }

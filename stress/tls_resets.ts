@@ -63,7 +63,7 @@ export interface TlsResetsOptions {
 }
 
 /** An accept() that failed because the client had reset already. */
-const ACCEPT_RESET_LINE = /^accept failed: Transport endpoint is not connected/;
+const ACCEPT_RESET_LINE = /^a client reset before it was accepted/;
 
 const HELPER = new URL("./_tls_reset_clients.py", import.meta.url).pathname;
 
@@ -170,8 +170,8 @@ export async function tlsResets(
     }
     // Every client has its last line in the log: a failed handshake, or a
     // close after "received from". One that resets before the server's
-    // accept() returns is logged without its address, as an accept failure
-    // (getpeername fails with ENOTCONN).
+    // accept() returns is logged without its address (getpeername fails
+    // with ENOTCONN): "a client reset before it was accepted".
     const unlogged = () => {
       const matched = matchLog(reports, server.log);
       return reports.filter((r) => matched.get(r) === undefined);
@@ -269,7 +269,7 @@ export async function tlsResets(
       `RST from Python (SO_LINGER 0) at: ${perPoint}; ${exchanges} bystander round trips over TLS checked meanwhile`,
       `the server logged: ${
         unloggedCount > 0
-          ? `${unloggedCount} × reset in the accept queue (accept failed: Transport endpoint is not connected); `
+          ? `${unloggedCount} × reset in the accept queue (a client reset before it was accepted); `
           : ""
       }${
         [...said].toSorted(([a], [b]) => a.localeCompare(b)).map(([k, n]) =>

@@ -604,7 +604,7 @@ async function hasCommand(name: string): Promise<boolean> {
   }
 }
 
-Deno.test("server.ts takes no pause and logs no accept failure for clients that reset before they were accepted (HAProxy's checks do)", async () => {
+Deno.test("server.ts takes no pause for clients that reset before they were accepted (HAProxy's checks do), and logs each as such, not as an accept failure", async () => {
   await using server = await ServerProcess.start();
   // Stopped, so that the 30 clients connect and reset while in the queue.
   Deno.kill(server.child.pid, "SIGSTOP");
@@ -630,4 +630,11 @@ for _ in range(30):
   assert(ms < 2000, `served after ${Math.round(ms)} ms`);
   const stopped = await server.stop();
   assert(!/accept failed/.test(stopped.stdout), stopped.stdout);
+  assertEquals(
+    stopped.stdout.split("\n").filter((l) =>
+      l.startsWith("a client reset before it was accepted")
+    ).length,
+    30,
+  );
+  assertMatch(stopped.stdout, /, 30 reset before they were accepted,/);
 });

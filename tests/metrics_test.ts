@@ -4,6 +4,7 @@
 // the duration histogram, and the HTTP routes over loopback with fetch and
 // raw sockets.
 
+import { withTimeout as withTimeoutMs } from "../stress/_util.ts";
 import { assert, assertEquals, assertMatch, assertThrows } from "@std/assert";
 import {
   CLOSE_REASONS,
@@ -62,23 +63,12 @@ interface ParsedFamily {
 }
 
 /** Rejects with a message naming `what` if `promise` takes longer than `ms`. */
-async function withTimeout<T>(
+function withTimeout<T>(
   promise: Promise<T>,
   what: string,
   ms = STEP_TIMEOUT_MS,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Timed out after ${ms} ms: ${what}`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return withTimeoutMs(promise, ms, what);
 }
 
 /** Runs `command` with `input` on stdin, killed after STEP_TIMEOUT_MS. */

@@ -6,6 +6,7 @@
 // playwright-core, sending nothing off this machine, with a screenshot saved
 // to docs/live-page.png.
 
+import { withTimeout as withTimeoutMs } from "../stress/_util.ts";
 import {
   assert,
   assertEquals,
@@ -39,23 +40,12 @@ const SCREENSHOT = new URL("docs/live-page.png", ROOT);
 const encoder = new TextEncoder();
 
 /** Rejects with a message naming `what` if `promise` takes longer than `ms`. */
-async function withTimeout<T>(
+function withTimeout<T>(
   promise: Promise<T>,
   what: string,
   ms = STEP_TIMEOUT_MS,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Timed out after ${ms} ms: ${what}`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return withTimeoutMs(promise, ms, what);
 }
 
 /** Waits until `check()` is true, polling; fails after `ms`. */
@@ -859,7 +849,11 @@ Deno.test({
       assert(!/hello, world|HELLO, WORLD|reset me/i.test(body), body);
 
       // The graphs moved: 2 connections in the last second or two.
+      // (The graphs are redrawn once a second: wait for the one that
+      // counts both.)
       await page.locator('#g-conn:not([data-max="0"])').waitFor();
+      await page.locator("#g-conn-text", { hasText: "2 connections" })
+        .waitFor();
       assertStringIncludes(
         await page.locator("#g-conn-text").innerText(),
         "2 connections",

@@ -91,8 +91,8 @@ export function hasReusePort(): boolean {
 /** A Worker of the pool, and what the main thread knows of it. */
 interface Slot {
   worker: Worker;
-  /** Connections it has open, from its events. */
-  open: number;
+  /** Its open connections, from its events: number, client, when. */
+  open: Map<number, { remote: Deno.Addr; since: number }>;
   finished: boolean;
   /** It died (and may have been replaced). */
   died: boolean;
@@ -222,7 +222,7 @@ export class WorkerPool {
     const worker = new Worker(WORKER_MODULE.href, { type: "module" });
     const slot: Slot = {
       worker,
-      open: 0,
+      open: new Map(),
       finished: false,
       died: false,
       openIn: 0,
@@ -259,8 +259,10 @@ export class WorkerPool {
   }
 
   #event(event: ServerEvent, index: number, slot: Slot): void {
-    if (event.type === "connect") slot.open++;
-    if (event.type === "close") slot.open--;
+    if (event.type === "connect") {
+      slot.open.set(event.id, { remote: event.remote, since: Date.now() });
+    }
+    if (event.type === "close") slot.open.delete(event.id);
     if (event.type === "shutdown") {
       // One line for the whole server, once every listener is closed.
       this.#shutdownsSeen++;
@@ -284,8 +286,23 @@ export class WorkerPool {
     slot.died = true;
     slot.worker.terminate();
     forgetWorker(this.#counts, index);
-    this.#totals.lose(slot.open);
-    this.#options.onWorkerDied(index, error, slot.open);
+    this.#totals.lose(slot.open.size);
+    this.#options.onWorkerDied(index, error, slot.open.size);
+    // Each lost connection ends for the log and the page as well (the
+    // totals counted them above).
+    for (const [id, { remote, since }] of slot.open) {
+      this.#options.onEvent({
+        type: "close",
+        id,
+        remote,
+        bytesIn: 0,
+        bytesOut: 0,
+        error: `lost: its Worker died (${error})`,
+        reason: "error",
+        durationMs: Date.now() - since,
+      }, index);
+    }
+    slot.open.clear();
     if (this.#closing) {
       this.#checkFinished();
       return;

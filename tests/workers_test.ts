@@ -295,6 +295,12 @@ Deno.test("WorkerPool replaces a Worker that dies, logs the loss, and repairs th
     assertEquals(deaths[0]![0], 0);
     assertMatch(deaths[0]![1], /made to fail on purpose/);
     assertEquals(deaths[0]![2], in0);
+    // Each lost connection is closed for the log and the page too.
+    const lost = events.filter(([e, w]) =>
+      e.type === "close" && w === 0 &&
+      e.error?.startsWith("lost: its Worker died")
+    );
+    assertEquals(lost.length, in0);
     for (const conn of held) conn.close();
     // The count of the dead Worker's connections is repaired: four new
     // clients at once are all admitted by the two Workers (one replaced).

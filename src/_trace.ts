@@ -216,10 +216,11 @@ export class ServerTrace implements Conn {
       );
       return n;
     }
+    const shown = preview(p.subarray(0, n));
     this.#event(
       "read",
-      `read() = ${plural(n)} ${preview(p.subarray(0, n))}`,
-      { bytes: n, preview: preview(p.subarray(0, n)) },
+      `read() = ${plural(n)} ${shown}`,
+      { bytes: n, preview: shown },
       "n = read(connfd, buf, MAXLINE)",
     );
     return n;
@@ -236,12 +237,13 @@ export class ServerTrace implements Conn {
     }, WRITE_WAIT_MS);
     try {
       const n = await this.#conn.write(p);
+      const shown = preview(p.subarray(0, n));
       this.#event(
         "write",
-        `write(${plural(n)}) ${preview(p.subarray(0, n))}${
+        `write(${plural(n)}) ${shown}${
           waiting ? " (the client read again)" : ""
         }`,
-        { bytes: n, preview: preview(p.subarray(0, n)) },
+        { bytes: n, preview: shown },
         "write(connfd, buf, n)",
       );
       return n;
@@ -356,10 +358,11 @@ export class ClientTrace implements Conn {
         "n = read(sockfd, buf, MAXLINE) returns 0",
       );
     } else {
+      const shown = preview(p.subarray(0, n));
       this.#event(
         "read",
-        `read() = ${plural(n)} ${preview(p.subarray(0, n))}`,
-        { bytes: n, preview: preview(p.subarray(0, n)) },
+        `read() = ${plural(n)} ${shown}`,
+        { bytes: n, preview: shown },
         "n = read(sockfd, buf, MAXLINE)",
       );
     }
@@ -368,10 +371,11 @@ export class ClientTrace implements Conn {
 
   async write(p: Uint8Array): Promise<number> {
     const n = await this.#conn.write(p);
+    const shown = preview(p.subarray(0, n));
     this.#event(
       "write",
-      `write(${plural(n)}) ${preview(p.subarray(0, n))}`,
-      { bytes: n, preview: preview(p.subarray(0, n)) },
+      `write(${plural(n)}) ${shown}`,
+      { bytes: n, preview: shown },
       "write(sockfd, str, strlen(str))",
     );
     return n;

@@ -203,7 +203,8 @@ async function missing(...paths: string[]): Promise<string | undefined> {
       await Deno.stat(path);
     } catch (err: unknown) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
-      const reason = `${path} is not installed (bash tools/install_peers.sh)`;
+      const reason =
+        `${path} is not installed (PEERS_ONLY=1 bash .ci/run installs it)`;
       if (Deno.env.get("CI") === "true") throw new Error(reason);
       console.log(`SKIPPED: ${reason}`);
       return reason;

@@ -107,8 +107,10 @@ export async function startTlsServer(
       : { flags: [read, "--allow-ffi"] },
   );
   if (!server.log[0]?.startsWith("Accepting TLS connections on ")) {
-    server.kill();
-    throw new Error(`The server does not speak TLS: ${server.log[0]}`);
+    const first = server.log[0];
+    // Killed and waited for: its pipes read to the end, its exit collected.
+    await server[Symbol.asyncDispose]();
+    throw new Error(`The server does not speak TLS: ${first}`);
   }
   return server;
 }

@@ -6,9 +6,12 @@ Used by stress/tls_resets.ts. A Deno client cannot reset: Deno has no
 SO_LINGER, and its close() sends FIN. Here every client ends with SO_LINGER
 {on, 0} and close(), so the kernel sends RST and drops what is unsent.
 
-    python3 _tls_reset_clients.py PORT CAFILE SEED CLIENTS CONCURRENCY POINTS
+    python3 _tls_reset_clients.py PORT CAFILE SEED CLIENTS CONCURRENCY POINTS SOURCE
 
-POINTS is a comma-separated list to pick from at random for each client:
+Every client connects to 127.0.0.1:PORT from the address SOURCE (another
+loopback address, so that the server's log tells them from other clients
+that may get the same port number). POINTS is a comma-separated list to pick
+from at random for each client:
 
   before-hello      connect, wait 20-100 ms, reset (no byte sent)
   mid-hello         send 1 to 200 bytes of a real ClientHello, reset
@@ -36,6 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 TIMEOUT = 15.0
+# Linux's value, for a socket module that does not name it.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
@@ -76,8 +81,27 @@ def recv_exactly(sock, n):
     return b"".join(chunks)
 
 
-def run_client(index, point, port, context, rng):
-    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+def connect_from(source, port):
+    """Connects to 127.0.0.1:port from address `source`.
+
+    IP_BIND_ADDRESS_NO_PORT leaves the port to connect(), as without a
+    source address: bind() alone picks one at random, which hands a port
+    just freed by a reset to the next client far more often.
+    """
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        raw.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        raw.settimeout(TIMEOUT)
+        raw.bind((source, 0))
+        raw.connect(("127.0.0.1", port))
+    except BaseException:
+        raw.close()
+        raise
+    return raw
+
+
+def run_client(index, point, port, source, context, rng):
+    raw = connect_from(source, port)
     started = time.monotonic()
     local_port = raw.getsockname()[1]
     sent = 0
@@ -133,12 +157,15 @@ def main():
     port, cafile = int(sys.argv[1]), sys.argv[2]
     seed, clients, concurrency = map(int, sys.argv[3:6])
     points = sys.argv[6].split(",")
+    source = sys.argv[7]
     context = ssl.create_default_context(cafile=cafile)
     lock = threading.Lock()
 
     def one(index):
         rng = random.Random(seed * 1_000_003 + index)
-        result = run_client(index, rng.choice(points), port, context, rng)
+        result = run_client(
+            index, rng.choice(points), port, source, context, rng
+        )
         with lock:
             print(json.dumps(result), flush=True)
 

@@ -5,6 +5,7 @@
 
 import {
   checkedRequest,
+  handled,
   KiB,
   parseSummary,
   Random,
@@ -85,11 +86,12 @@ export async function tlsHandshakes(
         bytes += payload.length;
       }
     };
-    const watching = (async () => {
+    // Handled at once: it fails (the server gone) before it is awaited.
+    const watching = handled((async () => {
       while (next < clients) {
         peakSockets = Math.max(peakSockets, await server.sockets());
       }
-    })();
+    })());
     await Promise.all(Array.from({ length: concurrency }, worker));
     seconds = (performance.now() - started) / 1000;
     await watching;

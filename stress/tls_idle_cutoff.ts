@@ -5,7 +5,6 @@
 // not a connection logged as closed that still holds its descriptor.
 
 import {
-  delay,
   MiB,
   type RssFigures,
   RssSampler,
@@ -22,6 +21,12 @@ import {
   type TlsMode,
 } from "./_tls.ts";
 import { SlowWriter } from "./tls_slow_reader.ts";
+
+/**
+ * How long the client may take to see its socket end once the server has
+ * freed it: a guard only, the wait ends as soon as it does.
+ */
+const CLIENT_TOLD_WITHIN_MS = 10_000;
 
 /** Options for {@linkcode tlsIdleCutoff}. */
 export interface TlsIdleCutoffOptions {
@@ -49,7 +54,8 @@ export interface TlsIdleCutoffOptions {
  *
  * Skipped, with the reason, without `/usr/bin/python3`.
  *
- * @throws {Error} When the server logs the close but keeps the socket.
+ * @throws {Error} When the server logs the close but keeps the socket, or
+ *   the client is not told its socket ended.
  */
 export async function tlsIdleCutoff(
   options: TlsIdleCutoffOptions,
@@ -69,6 +75,7 @@ export async function tlsIdleCutoff(
   const writer = new SlowWriter(server.port, certs.ca, 256 * MiB);
   let rss: RssFigures;
   let line: string;
+  let toldAfter: number;
   try {
     await writer.connected;
     line = await server.waitForLine(
@@ -99,7 +106,23 @@ export async function tlsIdleCutoff(
         { cause: err },
       );
     }
-    await delay(200); // the client's view of the end
+    // The client's view of the end: its next write fails (it is blocked,
+    // retrying every 100 ms). Waited for, not slept on: a slow machine only
+    // takes longer to say it.
+    const freedAt = Date.now();
+    await waitUntil(
+      () => writer.error !== undefined,
+      CLIENT_TOLD_WITHIN_MS,
+      "the client to see its socket end (a write failing with EOF or RST)",
+    ).catch((err: unknown) => {
+      throw new Error(
+        `The server freed the cut-off socket, but the client (${
+          (writer.pushed / MiB).toFixed(1)
+        } MiB pushed) was told nothing within ${CLIENT_TOLD_WITHIN_MS} ms`,
+        { cause: err },
+      );
+    });
+    toldAfter = Date.now() - freedAt;
     rss = await sampler.stop();
   } finally {
     await writer.close().catch(() => {});
@@ -115,7 +138,9 @@ export async function tlsIdleCutoff(
         (writer.pushed / MiB).toFixed(1)
       } MiB pushed) was logged cut off and its socket was gone within ${
         graceMs / 1000
-      } s; the client saw ${writer.error ?? "nothing yet"}`,
+      } s; the client saw ${writer.error} ${
+        toldAfter === 0 ? "by then" : `${toldAfter} ms later`
+      }`,
     ],
   };
 }

@@ -65,13 +65,25 @@ export interface TlsResetsOptions {
 /** An accept() that failed because the client had reset already. */
 const ACCEPT_RESET_LINE = /^a client reset before it was accepted/;
 
+/**
+ * Where the resetting clients connect from: not 127.0.0.1, where the
+ * bystanders are. Loopback hands a port just freed to the next connect (a
+ * bystander's port, in TIME_WAIT, too: tcp_tw_reuse), so a bystander's
+ * connection often has a resetting client's port number; matched by port
+ * alone, its clean close was taken for that client's (9 runs in 40 failed
+ * so, on a 2-CPU machine). The address tells their log lines apart.
+ */
+const RESETTER_ADDRESS = "127.0.0.2";
+/** The port in a log line about a resetting client (from {@linkcode RESETTER_ADDRESS}). */
+const RESETTER_PORT = / 127\.0\.0\.2 at PORT (\d+)\b/;
+
 const HELPER = new URL("./_tls_reset_clients.py", import.meta.url).pathname;
 
 /** What the helper prints for one client. */
 interface ResetReport {
   index: number;
   point: TlsResetPoint;
-  /** The client's local port: how the server's log names it. */
+  /** The client's local port: with {@linkcode RESETTER_ADDRESS}, how the server's log names it. */
   port: number;
   /** When it connected, in the helper's monotonic seconds. */
   at: number;
@@ -136,6 +148,7 @@ export async function tlsResets(
         String(clients),
         String(concurrency),
         TLS_RESET_POINTS.join(","),
+        RESETTER_ADDRESS,
       ],
       stdin: "null",
       stdout: "piped",
@@ -217,11 +230,19 @@ export async function tlsResets(
   if (established !== 0) {
     throw new Error(`ss shows ${established} connections still established`);
   }
-  if (server.openByLog() !== 0) {
+  // The server logs a close after it has closed the socket, and writes its
+  // log a moment later: the last client's (and a bystander's) "closed" line
+  // may still be on its way when the client has its reply.
+  await waitUntil(
+    () => server.openByLog() === 0,
+    10_000,
+    "a close line for every connection logged as received",
+  ).catch((err: unknown) => {
     throw new Error(
       `${server.openByLog()} connections logged as received and not as closed`,
+      { cause: err },
     );
-  }
+  });
   // What the server said, by reset point.
   const matched = matchLog(reports, server.log);
   const said = new Map<string, number>();
@@ -299,7 +320,7 @@ function matchLog(
 ): Map<ResetReport, string | undefined> {
   const finals = new Map<number, string[]>();
   for (const line of log) {
-    const port = / at PORT (\d+)\b/.exec(line)?.[1];
+    const port = RESETTER_PORT.exec(line)?.[1];
     if (port === undefined || !isFinal(line)) continue;
     const list = finals.get(Number(port)) ?? [];
     list.push(line);

@@ -85,6 +85,9 @@ export class SlowWriter {
     }).spawn();
     this.child = child;
     this.#tracked = killOnInterrupt(child);
+    // Read from the start, like stdout: a child whose stderr pipe fills (a
+    // long traceback, warnings) would block, and never exit.
+    const stderr = handled(new Response(child.stderr).text());
     const connected = Promise.withResolvers<void>();
     this.connected = connected.promise;
     this.done = (async () => {
@@ -109,11 +112,10 @@ export class SlowWriter {
           }
         }
       }
-      const { code } = await child.status;
-      const stderr = await new Response(child.stderr).text();
+      const [{ code }, problems] = await Promise.all([child.status, stderr]);
       if (code !== 0) {
         const failure = new Error(
-          `The Python TLS writer exited ${code}: ${stderr.trim()}`,
+          `The Python TLS writer exited ${code}: ${problems.trim()}`,
         );
         connected.reject(failure);
         throw failure;

@@ -189,10 +189,11 @@ export async function tlsSlowloris(
       // Let the batch connect before the next one.
       await delay(20);
     }
-    const counting = (async () => {
+    // Handled at once: it fails (the server gone) before it is awaited.
+    const counting = handled((async () => {
       await delay(timeoutMs / 2);
       peakSockets = await server.sockets();
-    })();
+    })());
     stalls = await Promise.all(waits);
     await counting;
     const report = await bystanders.stop();
@@ -241,15 +242,16 @@ export async function tlsSlowloris(
       server.count(HANDSHAKE_FAILED_LINE)
     } so far)`,
   );
+  const out = await server.stop();
+  if (out.code !== 0) {
+    throw new Error(`server.ts exited ${out.code} on SIGTERM: ${out.stderr}`);
+  }
+  // Counted once the server has exited: its whole log is in.
   const timedOut = server.count(
     new RegExp(
       `no TLS handshake within ${seconds} s \\(--handshake-timeout\\)`,
     ),
   );
-  const out = await server.stop();
-  if (out.code !== 0) {
-    throw new Error(`server.ts exited ${out.code} on SIGTERM: ${out.stderr}`);
-  }
   const failed = failedHandshakes(out.stdout);
   if (failed !== clients || timedOut !== clients) {
     throw new Error(

@@ -234,6 +234,31 @@ export function denoRunUnix(
   ];
 }
 
+/**
+ * Runs Deno with `args` (such as {@linkcode denoRun}'s) to its end, stdin
+ * empty, with NO_COLOR=1 added to `env`; it is killed after
+ * {@linkcode CHILD_TIME_LIMIT_MS}, failing its test.
+ */
+export async function runDeno(
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string } = {},
+): Promise<Output> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: options.cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...options.env },
+    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
+  }).output();
+  return {
+    code: out.code,
+    stdout: decoder.decode(out.stdout),
+    stderr: decoder.decode(out.stderr),
+  };
+}
+
 /** Options for {@linkcode runClient}. */
 export interface RunClientOptions {
   /** The `--allow-net` value; 127.0.0.1:PORT by default. */
@@ -244,6 +269,25 @@ export interface RunClientOptions {
   stdin?: Uint8Array;
   /** Environment variables; NO_COLOR=1 by default. */
   env?: Record<string, string>;
+}
+
+/**
+ * Writes `bytes` to a child's piped stdin and closes it. Start reading the
+ * child's output first: a child that answers as it reads stops once its
+ * stdout pipe is full. A child that exits before reading it all (a usage
+ * error, a lost connection) is no error here: its exit code tells.
+ */
+export async function writeStdin(
+  child: Deno.ChildProcess,
+  bytes: Uint8Array,
+): Promise<void> {
+  const writer = child.stdin.getWriter();
+  try {
+    await writer.write(bytes);
+    await writer.close();
+  } catch (err: unknown) {
+    if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+  }
 }
 
 /** Runs the client CLI to completion. */
@@ -268,12 +312,12 @@ export async function runClient(
     signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS), // a hung client fails
   });
   const child = command.spawn();
-  if (options.stdin) {
-    const writer = child.stdin.getWriter();
-    await writer.write(options.stdin);
-    await writer.close();
-  }
-  const { code, stdout, stderr } = await child.output();
+  // stdout and stderr are read while stdin is written: a client answers as
+  // it reads, and would stop at a full pipe that nobody reads.
+  const [{ code, stdout, stderr }] = await Promise.all([
+    child.output(),
+    options.stdin === undefined ? undefined : writeStdin(child, options.stdin),
+  ]);
   return {
     code,
     stdout: decoder.decode(stdout),
@@ -281,112 +325,76 @@ export async function runClient(
   };
 }
 
-/** A server CLI running in a child process. */
-export class ServerProcess {
+/**
+ * A child process whose stdout is read line by line and whose stderr is
+ * collected from the moment it is wrapped, so that neither 64 KiB pipe ever
+ * fills and stops it. Wrap it straight after `spawn()`, with `stdout` and
+ * `stderr` piped.
+ *
+ * @example Wait for a line, then stop the child
+ * ```ts ignore
+ * await using child = new ChildLines(
+ *   new Deno.Command("sh", {
+ *     args: ["-c", "echo ready; sleep 60"],
+ *     stdout: "piped",
+ *     stderr: "piped",
+ *   }).spawn(),
+ * );
+ * await child.waitForLine(/^ready$/);
+ * const { code } = await child.stop();
+ * ```
+ */
+export class ChildLines implements AsyncDisposable {
+  /** The process. */
   readonly child: Deno.ChildProcess;
-  readonly port: number;
-  /** Every stdout line so far: read all the time, so the pipe never fills. */
+  /** Every stdout line so far, without its newline, as it comes. */
   readonly log: string[] = [];
-  #stderr: Promise<string>;
-  #pump: Promise<void>;
-  #ended = false;
-  /** Resolved (and replaced) whenever a line arrives or stdout ends. */
+  #stderr = "";
+  #pumps: Promise<void>;
+  #stdoutEnded = false;
+  #stderrEnded = false;
+  /** Resolved (and replaced) whenever a line arrives or a pipe ends. */
   #changed = Promise.withResolvers<void>();
 
-  private constructor(
-    child: Deno.ChildProcess,
-    port: number,
-    first: string,
-    lines: AsyncIterator<string>,
-    stderr: Promise<string>,
-  ) {
+  /** @param child A process spawned with `stdout` and `stderr` piped. */
+  constructor(child: Deno.ChildProcess) {
     this.child = child;
-    this.port = port;
-    this.log.push(first);
-    this.#stderr = stderr;
-    this.#pump = this.#read(lines);
+    this.#pumps = Promise.all([
+      this.#readStdout(child.stdout),
+      this.#readStderr(child.stderr),
+    ]).then(() => {});
+    // A pipe that fails is reported by finish(), not as an unhandled rejection.
+    this.#pumps.catch(() => {});
   }
 
-  async #read(lines: AsyncIterator<string>): Promise<void> {
-    while (true) {
-      const next = await lines.next();
-      if (next.done) break;
-      this.log.push(next.value);
-      this.#changed.resolve();
-      this.#changed = Promise.withResolvers<void>();
-    }
-    this.#ended = true;
-    this.#changed.resolve();
-  }
-
-  /**
-   * Starts `server.ts` on a free port of `hostname` (or on the Unix socket
-   * `unix`), with the permission scoped to it, and waits for its
-   * "Accepting connections" line. `port` is 0 for a Unix socket.
-   */
-  static async start(
-    args: string[] = [],
-    hostname = "127.0.0.1",
-    unix?: string,
-    permissions: { allowNet?: string; flags?: string[] } = {},
-  ): Promise<ServerProcess> {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: unix === undefined
-        ? denoRun(
-          "server.ts",
-          permissions.allowNet ?? `${bracket(hostname)}:0`,
-          ["--host", hostname, "--port", "0", ...args],
-          permissions.flags,
-        )
-        : denoRunUnix("server.ts", unix, args),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    const lines = child.stdout
-      .pipeThrough(new TextDecoderStream())
-      .pipeThrough(new LineStream())[Symbol.asyncIterator]();
-    const stderr = new Response(child.stderr).text();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const first = await Promise.race([
-      lines.next(),
-      new Promise<IteratorResult<string>>((resolve) => {
-        timer = setTimeout(
-          () => resolve({ done: true, value: undefined }),
-          CHILD_TIME_LIMIT_MS,
-        );
-      }),
-    ]);
-    clearTimeout(timer);
-    const match = first.done
-      ? null
-      : /^Accepting (?:TLS )?connections on (?:.*:(\d+)|\/.*) \.\.\.$/.exec(
-        first.value,
-      ) ??
-        /^\{.*"event":"listen","addr":"(?:.*:(\d+)|\/[^"]*)"[,}]/.exec(
-          first.value,
-        );
-    if (!match) {
-      try {
-        child.kill("SIGKILL");
-      } catch (err: unknown) {
-        // It exited by itself: its stderr says why.
-        if (!(err instanceof TypeError)) throw err;
+  async #readStdout(stdout: ReadableStream<Uint8Array>): Promise<void> {
+    const lines = stdout.pipeThrough(new TextDecoderStream())
+      .pipeThrough(new LineStream());
+    try {
+      for await (const line of lines) {
+        this.log.push(line);
+        this.#wake();
       }
-      await child.status;
-      await lines.return?.();
-      throw new Error(
-        `server did not start: ${first.value ?? ""}${await stderr}`,
-      );
+    } finally {
+      this.#stdoutEnded = true;
+      this.#wake();
     }
-    return new ServerProcess(
-      child,
-      Number(match[1] ?? 0),
-      first.value!,
-      lines,
-      stderr,
-    );
+  }
+
+  async #readStderr(stderr: ReadableStream<Uint8Array>): Promise<void> {
+    try {
+      for await (const chunk of stderr.pipeThrough(new TextDecoderStream())) {
+        this.#stderr += chunk;
+      }
+    } finally {
+      this.#stderrEnded = true;
+      this.#wake();
+    }
+  }
+
+  #wake(): void {
+    this.#changed.resolve();
+    this.#changed = Promise.withResolvers<void>();
   }
 
   /**
@@ -399,7 +407,8 @@ export class ServerProcess {
 
   /**
    * Waits until `count` stdout lines (earlier ones included) match, and
-   * returns them; fails after `timeoutMs`.
+   * returns them; fails once the child has closed its pipes without them,
+   * or after `timeoutMs`, with what it printed.
    */
   async waitForLines(
     pattern: RegExp,
@@ -414,9 +423,9 @@ export class ServerProcess {
         if (pattern.test(this.log[seen]!)) matched.push(this.log[seen]!);
         if (matched.length === count) return matched;
       }
-      if (this.#ended) {
+      if (this.#stdoutEnded && this.#stderrEnded) {
         throw new Error(
-          `server exited after ${matched.length} of ${count} lines matching ${pattern}`,
+          `The child exited after ${matched.length} of ${count} lines matching ${pattern}; its stderr: ${this.#stderr}`,
         );
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -430,34 +439,95 @@ export class ServerProcess {
       clearTimeout(timer);
       if (woke === "timeout") {
         throw new Error(
-          `${matched.length} of ${count} server lines matched ${pattern} within ${timeoutMs} ms; the log:\n${
+          `${matched.length} of ${count} lines matched ${pattern} within ${timeoutMs} ms; its stdout:\n${
             this.log.join("\n")
-          }`,
+          }\nits stderr: ${this.#stderr}`,
         );
       }
     }
   }
 
-  /** Sends `signal` and collects the rest of the output and the exit code. */
+  /**
+   * Sends `signal` (unless the child has exited), then collects the rest of
+   * the output and the exit code.
+   */
   async stop(signal: Deno.Signal = "SIGTERM"): Promise<Output> {
-    this.child.kill(signal);
+    try {
+      this.child.kill(signal);
+    } catch (err: unknown) {
+      if (!(err instanceof TypeError)) throw err; // it has exited
+    }
     return await this.finish();
   }
 
-  /** Waits for the process to exit by itself and collects its output. */
+  /** Waits for the child to exit by itself and collects its output. */
   async finish(): Promise<Output> {
-    await this.#pump;
+    await this.#pumps;
     const { code } = await this.child.status;
-    return { code, stdout: this.log.join("\n"), stderr: await this.#stderr };
+    return { code, stdout: this.log.join("\n"), stderr: this.#stderr };
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      this.child.kill("SIGKILL");
-    } catch (err: unknown) {
-      if (!(err instanceof TypeError)) throw err; // already exited
+    await this.stop("SIGKILL");
+  }
+}
+
+/** server.ts's first line, with the port it listens on. */
+const LISTEN_LINE =
+  /^Accepting (?:TLS )?connections on (?:.*:(\d+)|\/.*) \.\.\.$/;
+/** The same in the JSON log. */
+const LISTEN_RECORD = /^\{.*"event":"listen","addr":"(?:.*:(\d+)|\/[^"]*)"[,}]/;
+
+/** A server CLI running in a child process; its log is read all the time. */
+export class ServerProcess extends ChildLines {
+  #port = 0;
+
+  private constructor(child: Deno.ChildProcess) {
+    super(child);
+  }
+
+  /** The port it listens on; 0 on a Unix socket. */
+  get port(): number {
+    return this.#port;
+  }
+
+  /**
+   * Starts `server.ts` on a free port of `hostname` (or on the Unix socket
+   * `unix`), with the permission scoped to it, and waits for its
+   * "Accepting connections" line. `port` is 0 for a Unix socket.
+   */
+  static async start(
+    args: string[] = [],
+    hostname = "127.0.0.1",
+    unix?: string,
+    permissions: { allowNet?: string; flags?: string[] } = {},
+  ): Promise<ServerProcess> {
+    const server = new ServerProcess(
+      new Deno.Command(Deno.execPath(), {
+        args: unix === undefined
+          ? denoRun(
+            "server.ts",
+            permissions.allowNet ?? `${bracket(hostname)}:0`,
+            ["--host", hostname, "--port", "0", ...args],
+            permissions.flags,
+          )
+          : denoRunUnix("server.ts", unix, args),
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).spawn(),
+    );
+    // Without a first line (it exited, or hung), its output says why below.
+    const first = await server.waitForLine(/^/, CHILD_TIME_LIMIT_MS)
+      .catch(() => "");
+    const match = LISTEN_LINE.exec(first) ?? LISTEN_RECORD.exec(first);
+    if (match === null) {
+      const { stdout, stderr } = await server.stop("SIGKILL");
+      throw new Error(`Server did not start: ${stdout}${stderr}`);
     }
-    await this.finish();
+    server.#port = Number(match[1] ?? 0);
+    return server;
   }
 }
 

@@ -4,11 +4,11 @@
 
 import { assertEquals } from "@std/assert";
 import {
-  CHILD_TIME_LIMIT_MS,
   denoRun,
   type Output,
   ROOT,
   runClient,
+  runDeno,
   text,
   unixAllow,
 } from "./_util.ts";
@@ -18,21 +18,13 @@ async function runServer(
   args: string[],
   allow = ["--allow-net=127.0.0.1:0"],
 ): Promise<Output> {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-prompt",
-      ...allow,
-      new URL("server.ts", ROOT).pathname,
-      ...args,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
-  }).output();
-  return { code, stdout: text(stdout), stderr: text(stderr) };
+  return await runDeno([
+    "run",
+    "--no-prompt",
+    ...allow,
+    new URL("server.ts", ROOT).pathname,
+    ...args,
+  ]);
 }
 
 /** A port nothing listens on. */

@@ -17,6 +17,7 @@ import {
   randomBytes,
   readToEnd,
   ROOT,
+  roundTrip,
   runClient,
   ServerProcess,
   text,
@@ -464,6 +465,7 @@ Deno.test("server.ts keeps serving and exits 0 when nobody reads its log any mor
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  const stderr = new Response(child.stderr).text(); // read from the start
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const first = (await reader.read()).value ?? "";
   const port = Number(/:(\d+) \.\.\.$/m.exec(first)?.[1]);
@@ -475,16 +477,13 @@ Deno.test("server.ts keeps serving and exits 0 when nobody reads its log any mor
     assertEquals(text(await readToEnd(conn)), "STILL LOGGING?");
   }
   child.kill("SIGTERM");
-  const [status, stderr] = await Promise.all([
-    child.status,
-    new Response(child.stderr).text(),
-  ]);
-  assertEquals([status.code, stderr], [0, ""]);
+  assertEquals([(await child.status).code, await stderr], [0, ""]);
 });
 
 Deno.test("client.ts - exits 0 quietly when the reader of its stdout stops early", async () => {
   await using server = await ServerProcess.start(["--quiet"]);
   const child = spawnStdinClient(server.port);
+  const stderr = new Response(child.stderr).text(); // read from the start
   const writer = child.stdin.getWriter();
   const writing = writer.write(randomBytes(32 << 20)).then(
     () => writer.close(),
@@ -493,18 +492,20 @@ Deno.test("client.ts - exits 0 quietly when the reader of its stdout stops early
   const reader = child.stdout.getReader();
   await reader.read(); // the start of the reply, like `| head -c 10`
   await reader.cancel();
-  const [status, stderr] = await Promise.all([
-    child.status,
-    new Response(child.stderr).text(),
-  ]);
+  const status = await child.status;
   await writing;
-  assertEquals([status.code, stderr], [0, ""]);
+  assertEquals([status.code, await stderr], [0, ""]);
 });
 
-/** Runs `command` (a shell line) with stdin, stdout and stderr on a new pty. */
-async function onTerminal(command: string): Promise<string> {
+/**
+ * Runs `command` (a shell line) with stdin, stdout and stderr on a new pty,
+ * and returns what the terminal showed. The screen so far is also written to
+ * the file `screen` as it comes (after a first line that names the command),
+ * for the command to wait on.
+ */
+async function onTerminal(command: string, screen: string): Promise<string> {
   const { code, stdout } = await new Deno.Command("script", {
-    args: ["-qec", command, "/dev/null"],
+    args: ["-qfec", command, screen],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -516,6 +517,24 @@ async function onTerminal(command: string): Promise<string> {
 
 function shellQuote(arg: string): string {
   return `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+/** A shell line that waits until `file` holds `text`. */
+function waitInFile(file: string, text: string): string {
+  return `until grep -qsF ${shellQuote(text)} ${
+    shellQuote(file)
+  }; do sleep 0.05; done`;
+}
+
+/**
+ * A shell line that waits until the terminal of {@linkcode onTerminal} has
+ * shown `text`: in its screen file (once `script` has made it), past the
+ * first line, which has the command and so this text.
+ */
+function waitOnScreen(screen: string, text: string): string {
+  return `until sed 1d ${shellQuote(screen)} 2>/dev/null | grep -qaF ${
+    shellQuote(text)
+  }; do sleep 0.05; done`;
 }
 
 Deno.test("client.ts - shows a progress line on a terminal's stderr while stdout goes to a file, and clears it", async () => {
@@ -537,15 +556,20 @@ Deno.test("client.ts - shows a progress line on a terminal's stderr while stdout
       ]),
     ]
       .map(shellQuote).join(" ");
-    // Two pieces a second apart: the line is redrawn every 250 ms meanwhile.
+    // Two pieces: the second once the line (redrawn every 250 ms) has
+    // shown the first sent and its reply received.
+    const seen = `${dir}/screen`;
     const screen = await onTerminal(
-      `(printf 'hello, '; sleep 1; printf world) | ${client} > ${dir}/reply`,
+      `(printf 'hello, '; ${
+        waitOnScreen(seen, "sent 7 B, received 7 B, ")
+      }; printf world) | ${client} > ${dir}/reply`,
+      seen,
     );
     assertEquals(await Deno.readTextFile(`${dir}/reply`), "HELLO, WORLD");
     assertMatch(
       screen,
       // deno-lint-ignore no-control-regex
-      /\rsent 7 B, received 7 B, [\d.]+ B\/s, [01]\.\d s\x1b\[K/,
+      /\rsent 7 B, received 7 B, [\d.]+ B\/s, \d+\.\d s\x1b\[K/,
     );
     assert(
       screen.endsWith("\r\x1b[K"),
@@ -575,14 +599,22 @@ Deno.test("client.ts - shows no progress line when stdout is the terminal too, o
       ]),
     ]
       .map(shellQuote).join(" ");
-  const same = await onTerminal(
-    `(printf 'hello, '; sleep 0.6; printf world) | ${client([])}`,
-  );
-  assertEquals(same.replaceAll("\r\n", "\n"), "HELLO, WORLD");
   const dir = await Deno.makeTempDir();
   try {
+    // The second piece goes 0.6 s (two redraws of a line) after the reply
+    // to the first has arrived: time for a line that should not be there.
+    const same = await onTerminal(
+      `(printf 'hello, '; ${
+        waitOnScreen(`${dir}/same`, "HELLO, ")
+      }; sleep 0.6; printf world) | ${client([])}`,
+      `${dir}/same`,
+    );
+    assertEquals(same.replaceAll("\r\n", "\n"), "HELLO, WORLD");
     const quiet = await onTerminal(
-      `(printf 'a'; sleep 0.6; printf b) | ${client(["-q"])} > ${dir}/reply`,
+      `(printf 'a'; ${
+        waitInFile(`${dir}/reply`, "A")
+      }; sleep 0.6; printf b) | ${client(["-q"])} > ${dir}/reply`,
+      `${dir}/quiet`,
     );
     assertEquals(quiet, "");
     assertEquals(await Deno.readTextFile(`${dir}/reply`), "AB");
@@ -622,9 +654,9 @@ for _ in range(30):
   }).output();
   Deno.kill(server.child.pid, "SIGCONT");
   assertEquals(resets.code, 0, text(resets.stderr));
+  // From here, not from a client program's start-up: the server's time only.
   const started = performance.now();
-  const out = await runClient(server.port, ["--timeout", "5", "after"]);
-  assertEquals(out.stdout, "Response from server:\nAFTER\n");
+  assertEquals(text(await roundTrip(server.port, utf8("after"))), "AFTER");
   // It used to back off 5, 10, 20 ... ms per reset: seconds in all.
   const ms = performance.now() - started;
   assert(ms < 2000, `served after ${Math.round(ms)} ms`);

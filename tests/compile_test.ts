@@ -5,8 +5,8 @@
 // from the cache `deno compile` fills when it can download. Without either
 // the test says so and is skipped.
 
-import { assertEquals } from "@std/assert";
-import { ROOT, text } from "./_util.ts";
+import { assertEquals, assertMatch } from "@std/assert";
+import { ChildLines, ROOT, text } from "./_util.ts";
 
 /** Why compiling cannot run here, or undefined when it can. */
 function missingRuntime(): string | undefined {
@@ -82,16 +82,16 @@ Deno.test({
         new URL("src/_worker.ts", ROOT).pathname,
       ]);
       await compile("client.ts", "127.0.0.1:6666", `${dir}/upcase-client`);
-      const server = new Deno.Command(`${dir}/upcase-server`, {
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const lines = server.stdout.pipeThrough(new TextDecoderStream())
-        .getReader();
-      const first = await lines.read();
-      assertEquals(
-        first.value?.startsWith("Accepting connections on 0.0.0.0:6666"),
-        true,
+      // Its log is read from the start and all the time.
+      await using server = new ChildLines(
+        new Deno.Command(`${dir}/upcase-server`, {
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn(),
+      );
+      assertMatch(
+        await server.waitForLine(/^/),
+        /^Accepting connections on 0\.0\.0\.0:6666 /,
       );
       const client = await new Deno.Command(`${dir}/upcase-client`, {
         args: ["compiled"],
@@ -107,37 +107,27 @@ Deno.test({
         stderr: "piped",
       }).output();
       assertEquals(other.code, 2);
-      server.kill("SIGTERM");
-      assertEquals((await server.status).code, 0);
-      await lines.cancel();
-      await server.stderr.cancel();
+      assertEquals((await server.stop("SIGTERM")).code, 0);
       // The Worker module is included: --workers 2 runs as it is.
-      const workers = new Deno.Command(`${dir}/upcase-server`, {
-        args: ["--workers", "2"],
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const workerLines = workers.stdout.pipeThrough(new TextDecoderStream())
-        .getReader();
-      const listening = await workerLines.read();
-      if (
-        !listening.value?.startsWith("Accepting connections on 0.0.0.0:6666")
-      ) {
-        workers.kill("SIGKILL");
-        throw new Error(
-          `--workers 2 did not start: ${await new Response(workers.stderr)
-            .text()}`,
-        );
-      }
+      await using workers = new ChildLines(
+        new Deno.Command(`${dir}/upcase-server`, {
+          args: ["--workers", "2"],
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn(),
+      );
+      // A --workers server that cannot start says why on stderr, which
+      // waitForLine() shows.
+      assertMatch(
+        await workers.waitForLine(/^/),
+        /^Accepting connections on 0\.0\.0\.0:6666 /,
+      );
       const reply = await new Deno.Command(`${dir}/upcase-client`, {
         args: ["two workers"],
         stdout: "piped",
       }).output();
       assertEquals(text(reply.stdout), "Response from server:\nTWO WORKERS\n");
-      workers.kill("SIGTERM");
-      assertEquals((await workers.status).code, 0);
-      await workerLines.cancel();
-      await workers.stderr.cancel();
+      assertEquals((await workers.stop("SIGTERM")).code, 0);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

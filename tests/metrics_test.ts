@@ -15,6 +15,7 @@ import {
   renderMetrics,
 } from "../src/metrics.ts";
 import { type MetricsServer, serveMetrics } from "../src/_http.ts";
+import { writeStdin } from "./_util.ts";
 
 /** The interpreter that has Debian's python3-prometheus-client. */
 const PYTHON = "/usr/bin/python3";
@@ -87,10 +88,11 @@ async function run(
       stderr: "piped",
       signal: killer.signal,
     }).spawn();
-    const writer = child.stdin.getWriter();
-    await writer.write(encoder.encode(input));
-    await writer.close();
-    const { code, stdout, stderr } = await child.output();
+    // Its output is read while the input is written, so no pipe fills.
+    const [{ code, stdout, stderr }] = await Promise.all([
+      child.output(),
+      writeStdin(child, encoder.encode(input)),
+    ]);
     return {
       code,
       stdout: decoder.decode(stdout),

@@ -12,13 +12,13 @@ import { closeQuietly } from "../src/_io.ts";
 import { makeTestCerts } from "./_certs.ts";
 import {
   assertSameBytes,
-  CHILD_TIME_LIMIT_MS,
   concat,
   denoRun,
   expectedUpper,
   randomBytes,
   readToEnd,
   runClient,
+  runDeno,
   ServerProcess,
   text,
   utf8,
@@ -350,14 +350,10 @@ Deno.test("server.ts --proxy-protocol --once reads the header first, then its on
 
 Deno.test("server.ts --proxy-from and --proxy-timeout: usage errors are one line, exit 1", async () => {
   async function server(args: string[]) {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: denoRun("server.ts", "127.0.0.1", ["--port", "0", ...args]),
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-      signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
-    }).output();
-    return { code: out.code, stderr: text(out.stderr) };
+    const out = await runDeno(
+      denoRun("server.ts", "127.0.0.1", ["--port", "0", ...args]),
+    );
+    return { code: out.code, stderr: out.stderr };
   }
   const cases: [string[], string][] = [
     [
@@ -413,8 +409,8 @@ Deno.test("server.ts --cert --key --proxy-protocol reads the header before the T
       undefined,
       { allowNet: "127.0.0.1", flags: [`--allow-read=${certs.dir}`] },
     );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: denoRun("client.ts", `127.0.0.1:${server.port}`, [
+    const out = await runDeno(
+      denoRun("client.ts", `127.0.0.1:${server.port}`, [
         "--port",
         String(server.port),
         "--tls",
@@ -424,13 +420,10 @@ Deno.test("server.ts --cert --key --proxy-protocol reads the header before the T
         "v2",
         "tls behind a header",
       ], [`--allow-read=${certs.dir}`]),
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
-    }).output();
-    assertEquals(text(out.stderr), "");
+    );
+    assertEquals(out.stderr, "");
     assertEquals(
-      text(out.stdout),
+      out.stdout,
       "Response from server:\nTLS BEHIND A HEADER\n",
     );
     // And through the library, naming another client.

@@ -231,7 +231,8 @@ Deno.test("serve() listens on IPv6 loopback", async () => {
 });
 
 Deno.test("Server.shutdown() lets a transfer in progress finish within the grace period", async () => {
-  const server = serve(LOOPBACK);
+  const events: ServerEvent[] = [];
+  const server = serve({ ...LOOPBACK, onEvent: (e) => events.push(e) });
   using conn = await Deno.connect({
     port: server.addr.port,
     hostname: "127.0.0.1",
@@ -240,8 +241,12 @@ Deno.test("Server.shutdown() lets a transfer in progress finish within the grace
   await writeAll(conn, payload.subarray(0, 1024));
   const replyPromise = readToEnd(conn);
   const stopped = server.shutdown({ grace: 5000 });
-  // The listener is closed at once.
-  await delay(20);
+  // The listener is closed at once (once the accept queue is drained).
+  await waitUntil(
+    () => events.some((e) => e.type === "shutdown"),
+    10_000,
+    "the listener to close",
+  );
   let refused = false;
   try {
     (await Deno.connect({ port: server.addr.port, hostname: "127.0.0.1" }))

@@ -15,19 +15,22 @@ import {
 } from "../mod.ts";
 import { makeTestCerts, type TestCerts } from "./_certs.ts";
 import { closeQuietly } from "../src/_io.ts";
-import { countSockets } from "../stress/_util.ts";
+import { countSockets, delay, waitUntil } from "../stress/_util.ts";
 import {
   assertSameBytes,
   CHILD_TIME_LIMIT_MS,
+  ChildLines,
   concat,
   denoRun,
   expectedUpper,
   expectedUpperUnicode,
   randomBytes,
   runClient,
+  runDeno,
   ServerProcess,
   text,
   utf8,
+  writeStdin,
 } from "./_util.ts";
 
 let made: Promise<TestCerts> | undefined;
@@ -111,6 +114,24 @@ async function establishedOn(port: number): Promise<number> {
     stdout: "piped",
   }).output();
   return text(stdout).split("\n").filter((line) => line.trim() !== "").length;
+}
+
+/** Sends SIGTERM to `child`, unless it has exited. */
+function terminate(child: Deno.ChildProcess): void {
+  try {
+    child.kill("SIGTERM");
+  } catch (err: unknown) {
+    if (!(err instanceof TypeError)) throw err; // it has exited
+  }
+}
+
+/** Whether a TCP socket listens on `port`, as `ss` sees it. */
+async function listeningOn(port: number): Promise<boolean> {
+  const { stdout } = await new Deno.Command("ss", {
+    args: ["-Htln", `( sport = :${port} )`],
+    stdout: "piped",
+  }).output();
+  return text(stdout).trim() !== "";
 }
 
 /**
@@ -257,10 +278,8 @@ Deno.test("serve({ cert, key }) serves a TLS 1.2 client (openssl s_client -tls1_
     stderr: "piped",
     signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
   }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(utf8("tls one point two\n"));
-  await writer.close();
-  const stderr = new Response(child.stderr).text();
+  const stderr = new Response(child.stderr).text(); // read from the start
+  await writeStdin(child, utf8("tls one point two\n"));
   let reply = "";
   for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
     reply += chunk;
@@ -303,6 +322,8 @@ Deno.test("serve({ cert, key }) logs a plaintext client on the TLS port as one f
     tls: { caCerts: await caCerts() },
   });
   assertEquals(text(reply), "STILL SERVED");
+  // The client saw the close; the event follows once the handshake fails.
+  await waitUntil(() => failures.length > 0, 10_000, "the failed handshake");
   assertEquals(failures.length, 1);
   assertMatch(failures[0]!, /^Not TLS: the client sent bytes that are not TLS/);
   assertEquals(server.stats.handshakeErrors, 1);
@@ -356,6 +377,8 @@ Deno.test("serve({ cert, key }) closes clients that never finish the handshake a
       `closed after ${closedAfter.map(Math.round).join(", ")} ms`,
     );
     assertEquals(await establishedOn(port), 0);
+    // Each client saw its close; each event follows once the handshake fails.
+    await waitUntil(() => failures.length >= 40, 10_000, "40 failures");
     assertEquals(failures.length, 40);
     const reply = await request("after the stalls", {
       port,
@@ -403,12 +426,12 @@ async function tlsClient(
     env: { NO_COLOR: "1" },
     signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
   }).spawn();
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(stdin);
-    await writer.close();
-  }
-  const out = await child.output();
+  // Its output is read while stdin is written: the reply comes back as the
+  // payload goes out, and would stop the client at a full stdout pipe.
+  const [out] = await Promise.all([
+    child.output(),
+    stdin === undefined ? undefined : writeStdin(child, stdin),
+  ]);
   return { code: out.code, stdout: out.stdout, stderr: text(out.stderr) };
 }
 
@@ -577,10 +600,15 @@ Deno.test("server.ts with --allow-ffi frees 100 stalled handshakes with shutdown
     `closed after ${closedAfter.map(Math.round).join(", ")} ms`,
   );
   assertEquals(await establishedOn(server.port), 0);
-  assert(
-    (await fds()) <= before + 2,
-    `descriptors: ${before} -> ${await fds()}`,
-  );
+  // shutdown(2) sends the FIN at once; the descriptor goes when the server
+  // next sees to it.
+  const deadline = Date.now() + 10_000;
+  let after = await fds();
+  while (after > before + 2 && Date.now() < deadline) {
+    await delay(50);
+    after = await fds();
+  }
+  assert(after <= before + 2, `descriptors: ${before} -> ${after}`);
   const out = await server.stop();
   assertMatch(out.stdout, /100 failed the TLS handshake/);
 });
@@ -588,23 +616,17 @@ Deno.test("server.ts with --allow-ffi frees 100 stalled handshakes with shutdown
 Deno.test("server.ts --cert --key: bad set-up is one line and an exit code before listening", async () => {
   const c = await certs();
   async function server(args: string[], flags: string[]) {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: denoRun("server.ts", "127.0.0.1", [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        ...args,
-      ], flags),
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-      signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
-    }).output();
+    const out = await runDeno(denoRun("server.ts", "127.0.0.1", [
+      "--host",
+      "127.0.0.1",
+      "--port",
+      "0",
+      ...args,
+    ], flags));
     return {
       code: out.code,
-      stdout: text(out.stdout),
-      stderr: text(out.stderr),
+      stdout: out.stdout,
+      stderr: out.stderr,
     };
   }
   const read = `--allow-read=${c.dir}`;
@@ -682,39 +704,33 @@ Deno.test("client.ts --tls --cert --key presents a client certificate (socat OPE
     stderr: "null",
     signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
   }).spawn();
+  let exited = false;
+  const status = socat.status.finally(() => {
+    exited = true;
+  });
   try {
+    // socat listens a moment after it starts (if it fails, the client says).
+    await waitUntil(
+      async () => exited || await listeningOn(port),
+      15_000,
+      "socat to listen",
+    );
     const read = `--allow-read=${c.dir}`;
     const client = async (args: string[]) => {
-      const deadline = Date.now() + 5000;
-      while (true) {
-        const out = await new Deno.Command(Deno.execPath(), {
-          args: denoRun("client.ts", `127.0.0.1:${port}`, [
-            "--port",
-            String(port),
-            "--tls",
-            "--ca",
-            c.ca,
-            ...args,
-            "mutual tls",
-          ], [read]),
-          stdout: "piped",
-          stderr: "piped",
-          env: { NO_COLOR: "1" },
-          signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
-        }).output();
-        const result = {
-          code: out.code,
-          stdout: text(out.stdout),
-          stderr: text(out.stderr),
-        };
-        // socat may not listen yet.
-        if (
-          !/Connection refused/.test(result.stderr) || Date.now() > deadline
-        ) {
-          return result;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      const out = await runDeno(denoRun("client.ts", `127.0.0.1:${port}`, [
+        "--port",
+        String(port),
+        "--tls",
+        "--ca",
+        c.ca,
+        ...args,
+        "mutual tls",
+      ], [read]));
+      return {
+        code: out.code,
+        stdout: out.stdout,
+        stderr: out.stderr,
+      };
     };
     const ok = await client(["--cert", c.clientCert, "--key", c.clientKey]);
     assertEquals(ok, {
@@ -729,8 +745,8 @@ Deno.test("client.ts --tls --cert --key presents a client certificate (socat OPE
       /^error: TLS handshake failed: 127\.0\.0\.1:\d+: the server sent the alert CertificateRequired \(it wants a client certificate: use --cert FILE --key FILE\)\n$/,
     );
   } finally {
-    socat.kill("SIGTERM");
-    await socat.status;
+    terminate(socat);
+    await status;
   }
 });
 
@@ -778,24 +794,18 @@ Deno.test("README.md's TLS commands work as written: the openssl steps make a CA
           stderr: "piped",
           signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
         });
-      const child = shell(
-        `exec ${server}`,
-        ` --host 127.0.0.1 --port ${port}`,
-      ).spawn();
-      const lines = child.stdout.pipeThrough(new TextDecoderStream())
-        .getReader();
-      const first = await lines.read();
+      // Its log and stderr are read from the start and all the time.
+      await using child = new ChildLines(
+        shell(`exec ${server}`, ` --host 127.0.0.1 --port ${port}`).spawn(),
+      );
       assertEquals(
-        first.value?.split("\n")[0],
+        await child.waitForLine(/^/),
         `Accepting TLS connections on 127.0.0.1:${port} ...`,
       );
       const ask = await shell(client!, ` --port ${port}`).output();
       assertEquals(text(ask.stderr), "");
       assertEquals(text(ask.stdout), "Response from server:\nHELLO, TLS\n");
-      child.kill("SIGTERM");
-      await lines.cancel();
-      await child.stderr.cancel();
-      assertEquals((await child.status).code, 0);
+      assertEquals((await child.stop("SIGTERM")).code, 0);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -11,6 +11,7 @@ import {
   denoRun,
   readToEnd,
   runClient,
+  runDeno,
   ServerProcess,
   text,
   utf8,
@@ -171,25 +172,20 @@ Deno.test("server.ts --trace shows the TLS handshake and whether the client sent
       undefined,
       { allowNet: "127.0.0.1", flags: [`--allow-read=${certs.dir}`] },
     );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: denoRun("client.ts", `127.0.0.1:${server.port}`, [
-        "--port",
-        String(server.port),
-        "--tls",
-        "--ca",
-        certs.ca,
-        "--proxy-protocol",
-        "v1",
-        "--trace",
-        "secret",
-      ], [`--allow-read=${certs.dir}`]),
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
-    }).output();
-    assertEquals(text(out.stdout), "Response from server:\nSECRET\n");
-    assertMatch(text(out.stderr), /^PROXY header \(v1\) sent first/m);
-    assertMatch(text(out.stderr), /^TLS handshake done/m);
+    const out = await runDeno(denoRun("client.ts", `127.0.0.1:${server.port}`, [
+      "--port",
+      String(server.port),
+      "--tls",
+      "--ca",
+      certs.ca,
+      "--proxy-protocol",
+      "v1",
+      "--trace",
+      "secret",
+    ], [`--allow-read=${certs.dir}`]));
+    assertEquals(out.stdout, "Response from server:\nSECRET\n");
+    assertMatch(out.stderr, /^PROXY header \(v1\) sent first/m);
+    assertMatch(out.stderr, /^TLS handshake done/m);
     await server.waitForLine(
       /^\[1\] PROXY header \(v1\) from the balancer 127\.0\.0\.1:\d+: the client is 127\.0\.0\.1:\d+$/,
     );

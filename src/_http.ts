@@ -1,10 +1,12 @@
 // Copyright the upcase authors. MIT license.
 /**
- * The server's HTTP side channel, on `Deno.serve`: `GET /metrics` for
- * Prometheus, `GET /healthz` for load balancers, and, given an
- * {@linkcode EventHub}, the live page at `GET /` with its event feed at
- * `GET /events`. It knows nothing of the TCP server; it asks the callbacks
- * and the hub it is given.
+ * The server's HTTP side channel: `GET /metrics` for Prometheus,
+ * `GET /healthz` for load balancers, and, given an {@linkcode EventHub}, the
+ * live page at `GET /` with its event feed at `GET /events`. It runs on
+ * upcase's own bounded HTTP/1.1 server ({@linkcode HttpServer}), not
+ * `Deno.serve`, which has no header deadline, no connection cap and dies on
+ * a descriptor shortage. It knows nothing of the TCP server; it asks the
+ * callbacks and the hub it is given.
  *
  * @module
  */
@@ -14,11 +16,18 @@ import {
   type MetricsSnapshot,
   renderMetrics,
 } from "./metrics.ts";
-import { type EventHub, SlowPageError } from "./_event_hub.ts";
+import type { EventHub } from "./_event_hub.ts";
 import { PAGE } from "./_page.ts";
+import {
+  type HttpLimits,
+  type HttpRequest,
+  type HttpResponse,
+  HttpServer,
+  type HttpStats,
+} from "./_http_server.ts";
 
 /** Options for {@linkcode serveMetrics}. */
-export interface ServeMetricsOptions {
+export interface ServeMetricsOptions extends Partial<HttpLimits> {
   /** The address to listen on, such as `"127.0.0.1"`. */
   hostname: string;
   /** The port to listen on; 0 picks a free one. */
@@ -39,11 +48,18 @@ export interface ServeMetricsOptions {
   hub?: EventHub;
   /**
    * Called once with the address listened on (with the real port when
-   * `port` was 0). Deno's own "Listening on" line is never printed.
+   * `port` was 0).
    *
    * @default {undefined} nothing is called
    */
   onListen?: (addr: Deno.NetAddr) => void;
+  /**
+   * Told, in one line, when an accept fails for the listener (a descriptor
+   * shortage): the side channel waits a little and goes on.
+   *
+   * @default {undefined} nothing is told
+   */
+  onAcceptError?: (message: string) => void;
 }
 
 /** A running side channel, from {@linkcode serveMetrics}. */
@@ -52,20 +68,15 @@ export interface MetricsServer {
   addr: Deno.NetAddr;
   /** Resolves when the server has stopped. */
   finished: Promise<void>;
+  /** Its connection and response counters. */
+  readonly stats: HttpStats;
   /**
-   * Stops listening, lets requests in flight finish, ends the pages' event
-   * streams, closes idle connections, and resolves when all of that is done
-   * (with a page that stopped reading, after at most 2 s).
+   * Stops listening, ends the pages' event streams, closes idle
+   * connections, lets requests in flight finish (at most 2 s), and resolves
+   * when all of that is done.
    */
   shutdown(): Promise<void>;
 }
-
-/**
- * How long {@linkcode MetricsServer.shutdown} waits for an event stream
- * that does not end: a page that stopped reading holds its connection with
- * a write the kernel cannot take, and `Deno.serve` waits on it.
- */
-const STREAM_SHUTDOWN_LIMIT_MS = 2000;
 
 /** The methods every route answers; the `Allow` header of a 405. */
 const ALLOWED_METHODS = "GET, HEAD";
@@ -76,21 +87,20 @@ interface RouteContext {
   options: ServeMetricsOptions;
   /**
    * Aborted when {@linkcode MetricsServer.shutdown} starts: a route that
-   * streams (a live event feed) ends its stream on it, so shutdown does not
-   * wait on it.
+   * streams (a live event feed) ends its stream on it.
    */
   signal: AbortSignal;
+  /** The process's resident memory at the last `/metrics` that could read it. */
+  rss: number;
+  /** The side channel's own counters, once it listens. */
+  http: () => HttpStats | undefined;
 }
 
-/**
- * Answers `GET` for one path. `HEAD` is answered by the same handler: Deno
- * sends the status and headers (with the `Content-Length` of the body) and
- * drops the body.
- */
+/** Answers `GET` (and `HEAD`, the server dropping the body) for one path. */
 type RouteHandler = (
-  request: Request,
+  request: HttpRequest,
   context: RouteContext,
-) => Response | Promise<Response>;
+) => HttpResponse;
 
 /**
  * Every path the side channel serves, and what answers it. A new page
@@ -104,7 +114,7 @@ const ROUTES: ReadonlyMap<string, RouteHandler> = new Map([
 ]);
 
 /**
- * Serves `/metrics` and `/healthz` over HTTP with `Deno.serve`.
+ * Serves `/metrics` and `/healthz` over HTTP/1.1.
  *
  * - `GET /metrics`: 200, {@linkcode renderMetrics} of `snapshot()` and the
  *   process's resident memory, as `text/plain; version=0.0.4; charset=utf-8`.
@@ -116,9 +126,11 @@ const ROUTES: ReadonlyMap<string, RouteHandler> = new Map([
  *   {@linkcode MetricsServer.shutdown} ends the streams.
  * - `HEAD` on any: the same status and headers, no body.
  * - Another method on any: 405 with `Allow: GET, HEAD`.
- * - Any other path: 404.
+ * - Any other path: 404. A malformed request: 400 (431, 414, 413, 501, 505
+ *   as they apply), and the connection is closed; no log line.
  *
- * @param options Where to listen and where the numbers come from.
+ * @param options Where to listen, where the numbers come from, and the
+ *   bounds (see {@linkcode HttpLimits}).
  * @returns The running server: its address, and how to stop it.
  * @throws {Deno.errors.AddrInUse} If the port is taken.
  *
@@ -167,41 +179,34 @@ const ROUTES: ReadonlyMap<string, RouteHandler> = new Map([
  */
 export function serveMetrics(options: ServeMetricsOptions): MetricsServer {
   const stopping = new AbortController();
-  const context: RouteContext = { options, signal: stopping.signal };
-  const server = Deno.serve({
-    hostname: options.hostname,
-    port: options.port,
-    onListen: (addr) => options.onListen?.(addr),
-    onError: (error: unknown) => {
-      // A page dropped for not reading: expected, and not worth a line.
-      if (!(error instanceof SlowPageError)) console.error(error);
-      return text(500, "internal server error\n");
-    },
-  }, (request) => route(request, context));
+  const context: RouteContext = {
+    options,
+    signal: stopping.signal,
+    rss: 0,
+    http: () => undefined,
+  };
+  const server = new HttpServer({
+    ...options,
+    handler: (request) => route(request, context),
+  });
+  context.http = () => server.stats;
+  options.onListen?.(server.addr);
   return {
     addr: server.addr,
     finished: server.finished,
+    get stats() {
+      return server.stats;
+    },
     async shutdown() {
       stopping.abort();
-      if (options.hub === undefined) return await server.shutdown();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        server.shutdown(),
-        new Promise((resolve) => {
-          timer = setTimeout(resolve, STREAM_SHUTDOWN_LIMIT_MS);
-        }),
-      ]);
-      clearTimeout(timer);
+      await server.shutdown();
     },
   };
 }
 
 /** Finds the route for a request, or answers 404 or 405. */
-function route(
-  request: Request,
-  context: RouteContext,
-): Response | Promise<Response> {
-  const handler = ROUTES.get(new URL(request.url).pathname);
+function route(request: HttpRequest, context: RouteContext): HttpResponse {
+  const handler = ROUTES.get(request.path);
   if (handler === undefined) return text(404, "not found\n");
   if (request.method !== "GET" && request.method !== "HEAD") {
     return text(405, "method not allowed\n", { allow: ALLOWED_METHODS });
@@ -210,18 +215,25 @@ function route(
 }
 
 /** `GET /metrics`: the exposition of the current snapshot. */
-function metrics(_request: Request, { options }: RouteContext): Response {
-  const body = renderMetrics(options.snapshot(), Deno.memoryUsage().rss);
-  return new Response(body, {
-    headers: {
-      "content-type": METRICS_CONTENT_TYPE,
-      "cache-control": "no-store",
-    },
-  });
+function metrics(_request: HttpRequest, context: RouteContext): HttpResponse {
+  try {
+    context.rss = Deno.memoryUsage().rss;
+  } catch (err: unknown) {
+    // Out of descriptors, say: the last figure read stands in.
+    if (!(err instanceof Error)) throw err;
+  }
+  return {
+    status: 200,
+    headers: { "content-type": METRICS_CONTENT_TYPE },
+    body: renderMetrics(
+      { ...context.options.snapshot(), http: context.http() },
+      context.rss,
+    ),
+  };
 }
 
 /** `GET /healthz`: 200 while healthy, 503 while draining. */
-function healthz(_request: Request, { options }: RouteContext): Response {
+function healthz(_request: HttpRequest, { options }: RouteContext) {
   return options.healthy() ? text(200, "ok\n") : text(503, "draining\n");
 }
 
@@ -234,49 +246,45 @@ const PAGE_POLICY = "default-src 'none'; script-src 'unsafe-inline'; " +
   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** `GET /`: the live page, or 404 without a hub. */
-function page(_request: Request, { options }: RouteContext): Response {
+function page(_request: HttpRequest, { options }: RouteContext): HttpResponse {
   if (options.hub === undefined) return text(404, "not found\n");
-  return new Response(PAGE, {
+  return {
+    status: 200,
     headers: {
       "content-type": "text/html; charset=utf-8",
-      "cache-control": "no-store",
       "content-security-policy": PAGE_POLICY,
       "x-content-type-options": "nosniff",
     },
-  });
+    body: PAGE,
+  };
 }
 
 /** `GET /events`: the hub's history, then its live events, until shutdown. */
-function events(request: Request, { options, signal }: RouteContext): Response {
+function events(
+  request: HttpRequest,
+  { options, signal }: RouteContext,
+): HttpResponse {
   const hub = options.hub;
   if (hub === undefined) return text(404, "not found\n");
-  const headers = {
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-store",
-  };
-  if (request.method === "HEAD") return new Response(null, { headers });
-  // A page that goes away cancels the body; shutdown aborts `signal`.
-  const body = hub.subscribe(signal);
-  if (body === undefined) {
+  const headers = { "content-type": "text/event-stream; charset=utf-8" };
+  if (request.method === "HEAD") return { status: 200, headers };
+  // The server cancels the stream when the page goes; shutdown aborts
+  // `signal`; a page that stops reading is dropped by the hub, and the
+  // server then closes its connection.
+  const stream = hub.subscribe(signal);
+  if (stream === undefined) {
     return text(503, "too many pages open, or shutting down\n", {
       "retry-after": "5",
     });
   }
-  return new Response(body, { headers });
+  return { status: 200, headers, stream };
 }
 
-/** A plain-text response that no cache keeps. */
+/** A plain-text response. */
 function text(
   status: number,
   body: string,
   headers: Record<string, string> = {},
-): Response {
-  return new Response(body, {
-    status,
-    headers: {
-      "content-type": "text/plain; charset=utf-8",
-      "cache-control": "no-store",
-      ...headers,
-    },
-  });
+): HttpResponse {
+  return { status, headers, body };
 }

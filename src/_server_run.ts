@@ -248,6 +248,13 @@ function startMetrics(
       },
       healthy,
       hub,
+      onAcceptError: (error) =>
+        log.note(
+          "metrics-accept-error",
+          `metrics address: accept failed: ${error}; retrying`,
+          { error },
+          true,
+        ),
       onListen: (addr) => {
         const where = joinHostPort(addr.hostname, addr.port);
         log.note(

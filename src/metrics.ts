@@ -148,6 +148,23 @@ export interface MetricsSnapshot {
   version: string;
   /** When the process started, in seconds since the Unix epoch. */
   startTimeSeconds: number;
+  /**
+   * The HTTP side channel's own numbers (the address `/metrics` is served
+   * on), when it has any.
+   */
+  http?: HttpSideChannelSnapshot;
+}
+
+/** The side channel's numbers, in a {@linkcode MetricsSnapshot}. */
+export interface HttpSideChannelSnapshot {
+  /** Its connections open now. */
+  open: number;
+  /** Responses sent since start, by status code. */
+  responses: ReadonlyMap<number, number>;
+  /** Connections closed to make room for a new one (its cap). */
+  evicted: number;
+  /** Accepts that failed for its listener (a descriptor shortage). */
+  acceptErrors: number;
 }
 
 /**
@@ -280,6 +297,10 @@ export class DurationHistogram {
  * | `upcase_bytes_received_total` | counter |
  * | `upcase_bytes_sent_total` | counter |
  * | `upcase_connection_duration_seconds` | histogram over {@linkcode DURATION_BUCKETS} |
+ * | `upcase_http_connections_open` | gauge, with `snapshot.http` |
+ * | `upcase_http_responses_total{code}` | counter, with `snapshot.http` |
+ * | `upcase_http_connections_evicted_total` | counter, with `snapshot.http` |
+ * | `upcase_http_accept_errors_total` | counter, with `snapshot.http` |
  * | `upcase_build_info{version}` | gauge, always 1 |
  * | `process_resident_memory_bytes` | gauge |
  * | `process_start_time_seconds` | gauge |
@@ -406,6 +427,40 @@ export function renderMetrics(
   }
   sample("upcase_connection_duration_seconds_sum", duration.sum);
   sample("upcase_connection_duration_seconds_count", duration.count);
+
+  const { http } = snapshot;
+  if (http !== undefined) {
+    family(
+      "upcase_http_connections_open",
+      "gauge",
+      "Connections open now to the metrics address.",
+    );
+    sample("upcase_http_connections_open", http.open);
+    family(
+      "upcase_http_responses_total",
+      "counter",
+      "Responses of the metrics address since the server started, by status code.",
+    );
+    for (const [code, count] of [...http.responses].sort(([a], [b]) => a - b)) {
+      sample(
+        "upcase_http_responses_total",
+        count,
+        labelSet("code", String(code)),
+      );
+    }
+    family(
+      "upcase_http_connections_evicted_total",
+      "counter",
+      "Connections to the metrics address closed to make room for a new one.",
+    );
+    sample("upcase_http_connections_evicted_total", http.evicted);
+    family(
+      "upcase_http_accept_errors_total",
+      "counter",
+      "Accepts that failed on the metrics address (a descriptor shortage).",
+    );
+    sample("upcase_http_accept_errors_total", http.acceptErrors);
+  }
 
   family(
     "upcase_build_info",

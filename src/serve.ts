@@ -17,6 +17,7 @@ import { listenTls } from "./_tls.ts";
 import { ServerTrace, type TraceEvent } from "./_trace.ts";
 import { chainLayers, LayerError, proxyLayer } from "./_proxy.ts";
 import { parseCidrs } from "./_cidr.ts";
+import { nextAcceptBackoff, resetBeforeAccept } from "./_accept.ts";
 import { type ConnLimit, LocalLimit } from "./_conn_limit.ts";
 import {
   CLOSE_REASONS,
@@ -477,7 +478,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         }
         // EMFILE and the like: say so, wait a little, keep serving.
         this.#emit({ type: "accept-error", error: errorMessage(err) });
-        backoff = Math.min(backoff === 0 ? 5 : backoff * 2, 1000);
+        backoff = nextAcceptBackoff(backoff);
         await new Promise((resolve) => setTimeout(resolve, backoff));
         accepting = listener.accept();
         continue;
@@ -794,13 +795,6 @@ export function serveTcp(
     undefined,
     internals.limit,
   );
-}
-
-/** An accept that failed only because that client had already reset. */
-function resetBeforeAccept(err: unknown): boolean {
-  return err instanceof Deno.errors.NotConnected ||
-    err instanceof Deno.errors.ConnectionReset ||
-    err instanceof Deno.errors.ConnectionAborted;
 }
 
 /** The PROXY layer `options` ask for, if any. */

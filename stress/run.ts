@@ -23,6 +23,7 @@ import { parseArgs } from "@std/cli/parse-args";
 import { format as formatBytes } from "@std/fmt/bytes";
 import { byteStreamProperty } from "./byte_stream.ts";
 import { descriptorExhaustion } from "./descriptor_exhaustion.ts";
+import { hostileHttp } from "./hostile_http.ts";
 import { logStall } from "./log_stall.ts";
 import { abruptResets } from "./resets.ts";
 import { shutdownUnderLoad } from "./shutdown.ts";
@@ -136,6 +137,12 @@ export const SCENARIOS: readonly Scenario[] = [
     summary:
       "server.ts with stdout never read: 3,000 sequential and 200 concurrent clients, then SIGTERM",
     run: ({ seed }) => logStall({ seed, sequential: 3000, concurrent: 200 }),
+  },
+  {
+    name: "hostile-http",
+    summary:
+      "--metrics under floods, trickled heads, silent and bad requests, unread pages, churn; TCP rate >= 0.7x",
+    run: ({ seed }) => hostileHttp({ seed, seconds: 20 }),
   },
   {
     name: "soak",

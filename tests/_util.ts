@@ -531,6 +531,33 @@ export class ServerProcess extends ChildLines {
   }
 }
 
+/** A port that was free on 127.0.0.1 a moment ago. */
+export function freePort(): number {
+  using probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  return probe.addr.port;
+}
+
+/**
+ * Starts `server.ts` on free ports of 127.0.0.1 with `--metrics`, with
+ * README's permission for its two ports (and `flags`), and waits for the
+ * metrics line.
+ */
+export async function startWithMetrics(
+  args: string[] = [],
+  flags: string[] = [],
+): Promise<{ server: ServerProcess; port: number; metricsPort: number }> {
+  const port = freePort();
+  const metricsPort = freePort();
+  const server = await ServerProcess.start(
+    ["--port", String(port), "--metrics", `127.0.0.1:${metricsPort}`, ...args],
+    "127.0.0.1",
+    undefined,
+    { allowNet: `127.0.0.1:${port},127.0.0.1:${metricsPort}`, flags },
+  );
+  await server.waitForLine(/Serving metrics on|"event":"metrics"/);
+  return { server, port, metricsPort };
+}
+
 function bracket(hostname: string): string {
   return hostname.includes(":") ? `[${hostname}]` : hostname;
 }
@@ -550,6 +577,25 @@ class LineStream extends TransformStream<string, string> {
       },
     });
   }
+}
+
+/**
+ * Sockets in ESTAB on the server's side of `port` (to `peerPort` only, if
+ * given), as `ss` sees them: what the peers see, not the server's counters.
+ */
+export async function establishedOn(
+  port: number,
+  peerPort?: number,
+): Promise<number> {
+  const filter = peerPort === undefined
+    ? `( sport = :${port} )`
+    : `( sport = :${port} and dport = :${peerPort} )`;
+  const { stdout } = await new Deno.Command("ss", {
+    args: ["-Htn", "state", "established", filter],
+    stdout: "piped",
+  }).output();
+  return decoder.decode(stdout).split("\n").filter((line) => line.trim() !== "")
+    .length;
 }
 
 /** Encodes text as UTF-8. */

@@ -9,6 +9,7 @@
 
 import { assert, assertEquals, assertGreater } from "@std/assert";
 import {
+  freePort,
   readToEnd,
   ROOT,
   ServerProcess,
@@ -196,12 +197,6 @@ function failures(reports: readonly ClientReport[]): string[] {
       `${r.source}:${e.port} (${e.size} B): ${e.error}`
     )
   );
-}
-
-/** A port that was free on 127.0.0.1 a moment ago. */
-function freePort(): number {
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  return listener.addr.port;
 }
 
 /**

@@ -6,7 +6,7 @@
 // playwright-core, sending nothing off this machine, with a screenshot (saved
 // to the file UPCASE_SCREENSHOT names, if set: README's docs/live-page.png).
 
-import { withTimeout as withTimeoutMs } from "../stress/_util.ts";
+import { waitUntil, withTimeout as withTimeoutMs } from "../stress/_util.ts";
 import {
   assert,
   assertEquals,
@@ -26,7 +26,12 @@ import {
 import { type MetricsServer, serveMetrics } from "../src/_http.ts";
 import { DurationHistogram, type MetricsSnapshot } from "../src/metrics.ts";
 import type { ServerEvent } from "../src/serve.ts";
-import { readToEnd, roundTrip, ServerProcess } from "./_util.ts";
+import {
+  establishedOn,
+  readToEnd,
+  roundTrip,
+  startWithMetrics,
+} from "./_util.ts";
 
 /** The longest any one step may take before the test fails. */
 const STEP_TIMEOUT_MS = 10_000;
@@ -233,25 +238,6 @@ async function openPage(server: MetricsServer): Promise<SseReader> {
   const reader = new SseReader(response.body!);
   assertEquals((await reader.next())?.event, "hello");
   return reader;
-}
-
-function freePort(): number {
-  using probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  return probe.addr.port;
-}
-
-/** server.ts on free ports with --metrics, README's permissions. */
-async function startServer(args: string[] = [], flags: string[] = []) {
-  const port = freePort();
-  const metricsPort = freePort();
-  const server = await ServerProcess.start(
-    ["--port", String(port), "--metrics", `127.0.0.1:${metricsPort}`, ...args],
-    "127.0.0.1",
-    undefined,
-    { allowNet: `127.0.0.1:${port},127.0.0.1:${metricsPort}`, flags },
-  );
-  await server.waitForLine(/Serving metrics on|"event":"metrics"/);
-  return { server, port, metricsPort };
 }
 
 // The hub, without HTTP
@@ -526,6 +512,14 @@ Deno.test("GET /events drops a page that does not read its stream, and keeps one
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
     assertEquals(hub.pages, 1, `still 2 pages after ${sent} bytes`);
+    // Dropped means closed: the server lets go of the socket at once, while
+    // its client still reads nothing (seen from the peer's side, with ss).
+    const stalledPort = (stalled.localAddr as Deno.NetAddr).port;
+    await waitUntil(
+      async () => await establishedOn(server.addr.port, stalledPort) === 0,
+      STEP_TIMEOUT_MS,
+      "the server to close the dropped page's connection",
+    );
     // Kept, not only not ended yet: an event sent now still reaches it.
     hub.add({ type: "accept-error", error: mark });
     await waitFor(() => markRead || readingEnded, "the event after the drop");
@@ -569,7 +563,7 @@ Deno.test("MetricsServer.shutdown() with pages open ends their streams and compl
 // server.ts --metrics, in a child process
 
 Deno.test("server.ts --metrics without --trace: a page gets sizes and timing of each socket call, never payload, and the log gets no trace lines", async () => {
-  const { server, port, metricsPort } = await startServer([
+  const { server, port, metricsPort } = await startWithMetrics([
     "--log-format",
     "json",
   ]);
@@ -596,7 +590,7 @@ Deno.test("server.ts --metrics without --trace: a page gets sizes and timing of 
 });
 
 Deno.test("server.ts --metrics --trace: the page gets the byte previews the log has", async () => {
-  const { server, port, metricsPort } = await startServer([
+  const { server, port, metricsPort } = await startWithMetrics([
     "--trace",
     "--log-format",
     "json",
@@ -625,7 +619,7 @@ Deno.test("server.ts --metrics --trace: the page gets the byte previews the log 
 
 Deno.test("server.ts --workers 2 --metrics: a page sees the traced connections of both Workers, keyed by worker", async () => {
   const src = new URL("../src", import.meta.url).pathname;
-  const { server, port, metricsPort } = await startServer(
+  const { server, port, metricsPort } = await startWithMetrics(
     ["--workers", "2", "--log-format", "json"],
     [`--allow-read=${src}`],
   );
@@ -745,7 +739,7 @@ Deno.test({
   async fn() {
     if (typeof browser === "string") throw new Error(browser);
     const started = Date.now();
-    const { server, port, metricsPort } = await startServer();
+    const { server, port, metricsPort } = await startWithMetrics();
     await using _server = server;
     const profile = await Deno.makeTempDir({ prefix: "upcase-chromium-" });
     const context = await browser.launchPersistentContext(profile, {

@@ -23,6 +23,7 @@ import { tlsIdleCutoff } from "../stress/tls_idle_cutoff.ts";
 import { tlsResets } from "../stress/tls_resets.ts";
 import { tlsSlowloris } from "../stress/tls_slowloris.ts";
 import { tlsSlowReader } from "../stress/tls_slow_reader.ts";
+import { hostileHttp } from "../stress/hostile_http.ts";
 import { TLS_MODES } from "../stress/_tls.ts";
 import { countSockets, MiB, resolveSeed, seedLine } from "../stress/_util.ts";
 import { roundTrip, utf8 } from "./_util.ts";
@@ -113,6 +114,18 @@ Deno.test({
     });
     assertEquals(result.cases, 512);
   },
+});
+
+Deno.test("server.ts --metrics under every side-channel attack at once (floods, trickled heads, silent and bad requests, unread pages, churn) loses no byte, answers every scrape and lets go of every socket", async () => {
+  // The quick size checks what must hold; the rate under the flood is a
+  // figure of `deno task stress --only hostile-http` (BENCHMARKS.md).
+  const result = await hostileHttp({
+    seed: SEED,
+    seconds: 4,
+    scale: 0.25,
+    minRatio: 0,
+  });
+  assertEquals(result.errors, 0);
 });
 
 Deno.test("server.ts whose stdout is piped and never read serves 1,000 sequential and 100 concurrent clients exactly and exits 0 soon after SIGTERM", async () => {

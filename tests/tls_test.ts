@@ -22,6 +22,7 @@ import {
   ChildLines,
   concat,
   denoRun,
+  establishedOn,
   expectedUpper,
   expectedUpperUnicode,
   randomBytes,
@@ -105,15 +106,6 @@ async function runPeer(
     stdout: out.stdout,
     stderr: text(out.stderr),
   };
-}
-
-/** Sockets in ESTAB on the server's side of `port`, as `ss` sees them. */
-async function establishedOn(port: number): Promise<number> {
-  const { stdout } = await new Deno.Command("ss", {
-    args: ["-Htn", "state", "established", `( sport = :${port} )`],
-    stdout: "piped",
-  }).output();
-  return text(stdout).split("\n").filter((line) => line.trim() !== "").length;
 }
 
 /** Sends SIGTERM to `child`, unless it has exited. */

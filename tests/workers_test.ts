@@ -10,6 +10,7 @@ import {
   CHILD_TIME_LIMIT_MS,
   denoRun,
   expectedUpper,
+  freePort,
   randomBytes,
   readToEnd,
   roundTrip,
@@ -29,11 +30,6 @@ import { waitUntil } from "../stress/_util.ts";
 /** README's permission for the Workers' modules. */
 const SRC = new URL("../src", import.meta.url).pathname;
 const READ_SRC = `--allow-read=${SRC}`;
-
-function freePort(): number {
-  using probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  return probe.addr.port;
-}
 
 /** server.ts with --workers on a free port, JSON log, README's flags. */
 function startWorkers(args: string[], extraNet = ""): Promise<ServerProcess> {

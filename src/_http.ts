@@ -16,7 +16,7 @@ import {
   type MetricsSnapshot,
   renderMetrics,
 } from "./metrics.ts";
-import type { EventHub } from "./_event_hub.ts";
+import { type EventHub, MAX_PAGES } from "./_event_hub.ts";
 import { PAGE } from "./_page.ts";
 import {
   type HttpLimits,
@@ -46,6 +46,13 @@ export interface ServeMetricsOptions extends Partial<HttpLimits> {
    * @default {undefined} no page (404)
    */
   hub?: EventHub;
+  /**
+   * The most `/events` pages open at once from one client address (of the
+   * hub's 16 in all).
+   *
+   * @default {4}
+   */
+  maxPagesPerAddress?: number;
   /**
    * Called once with the address listened on (with the real port when
    * `port` was 0).
@@ -94,6 +101,8 @@ interface RouteContext {
   rss: number;
   /** The side channel's own counters, once it listens. */
   http: () => HttpStats | undefined;
+  /** Open `/events` pages by client address. */
+  pages: Map<string, number>;
 }
 
 /** Answers `GET` (and `HEAD`, the server dropping the body) for one path. */
@@ -184,6 +193,7 @@ export function serveMetrics(options: ServeMetricsOptions): MetricsServer {
     signal: stopping.signal,
     rss: 0,
     http: () => undefined,
+    pages: new Map(),
   };
   const server = new HttpServer({
     ...options,
@@ -259,25 +269,100 @@ function page(_request: HttpRequest, { options }: RouteContext): HttpResponse {
   };
 }
 
+/** Default of {@linkcode ServeMetricsOptions.maxPagesPerAddress}. */
+export const MAX_PAGES_PER_ADDRESS = 4;
+
 /** `GET /events`: the hub's history, then its live events, until shutdown. */
 function events(
   request: HttpRequest,
-  { options, signal }: RouteContext,
+  { options, signal, pages }: RouteContext,
 ): HttpResponse {
   const hub = options.hub;
   if (hub === undefined) return text(404, "not found\n");
+  const address = request.remote.hostname;
+  const mine = pages.get(address) ?? 0;
+  const most = options.maxPagesPerAddress ?? MAX_PAGES_PER_ADDRESS;
+  if (mine >= most) {
+    return text(
+      503,
+      `too many pages open from ${address} (at most ${most})\n`,
+      { "retry-after": "5" },
+    );
+  }
+  if (signal.aborted || hub.pages >= MAX_PAGES) {
+    return text(503, "too many pages open, or shutting down\n", {
+      "retry-after": "5",
+    });
+  }
   const headers = { "content-type": "text/event-stream; charset=utf-8" };
-  if (request.method === "HEAD") return { status: 200, headers };
+  // HEAD: the head of the stream, without opening one.
+  if (request.method === "HEAD") {
+    return { status: 200, headers, stream: new ReadableStream() };
+  }
   // The server cancels the stream when the page goes; shutdown aborts
-  // `signal`; a page that stops reading is dropped by the hub, and the
-  // server then closes its connection.
+  // `signal`; a page that stops reading is dropped by the hub (or by the
+  // server's write deadline), and its connection closed.
   const stream = hub.subscribe(signal);
   if (stream === undefined) {
     return text(503, "too many pages open, or shutting down\n", {
       "retry-after": "5",
     });
   }
-  return { status: 200, headers, stream };
+  pages.set(address, mine + 1);
+  return {
+    status: 200,
+    headers,
+    stream: whenEnded(stream, () => {
+      const left = (pages.get(address) ?? 1) - 1;
+      if (left > 0) pages.set(address, left);
+      else pages.delete(address);
+    }),
+  };
+}
+
+/**
+ * `stream`, with `onEnd` called once when it ends, errors or is cancelled.
+ * An error of `stream` (its page dropped for not reading) reaches the
+ * returned stream at once, even while nobody reads it.
+ */
+function whenEnded(
+  stream: ReadableStream<Uint8Array>,
+  onEnd: () => void,
+): ReadableStream<Uint8Array> {
+  const reader = stream.getReader();
+  let ended = false;
+  const end = () => {
+    if (!ended) onEnd();
+    ended = true;
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      reader.closed.catch((err: unknown) => {
+        end();
+        try {
+          controller.error(err);
+        } catch {
+          // Closed or errored already.
+        }
+      });
+    },
+    async pull(controller) {
+      try {
+        const { value, done } = await reader.read();
+        if (done) {
+          end();
+          controller.close();
+        } else controller.enqueue(value);
+      } catch (err: unknown) {
+        end();
+        controller.error(err);
+      }
+    },
+    cancel(reason) {
+      end();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
 }
 
 /** A plain-text response. */

@@ -22,6 +22,7 @@ import {
   MAX_BODY_BYTES,
   MAX_HEAD_BYTES,
   parseRequestHead,
+  type ParseResult,
   type RequestHead,
 } from "./_http_request.ts";
 import { RequestBudget } from "./_request_budget.ts";
@@ -94,6 +95,13 @@ export const HTTP_LIMITS: Readonly<HttpLimits> = {
 
 /** How many requests may go at once after a quiet time. */
 const REQUEST_BURST = 50;
+/**
+ * The pause before reading the next piece of a head or body that came in
+ * pieces: a client that sends a byte per segment is read a few segments at a
+ * time (at most 200 reads a second), and the kernel's queue stays short.
+ */
+const PIECE_PAUSE_MS = 5;
+
 /** How many connections may be accepted at once after a quiet time. */
 const ACCEPT_BURST = 100;
 
@@ -174,9 +182,16 @@ const REASONS: Record<number, string> = {
 };
 
 const encoder = new TextEncoder();
+const LF = 0x0a;
+/** What an unchanged incomplete head parses to. */
+const INCOMPLETE: ParseResult = { kind: "incomplete" };
 
-/** What a connection is doing, for the cap and the deadlines. */
-type Phase = "head" | "idle" | "busy" | "stream";
+/**
+ * What a connection is doing, for the cap and the deadlines: waiting for a
+ * request (`idle`) or for the rest of its head (`head`), waiting for its turn
+ * with a request read (`queued`), being answered (`busy`), or streaming.
+ */
+type Phase = "head" | "idle" | "queued" | "busy" | "stream";
 
 /** One open connection of the side channel. */
 interface HttpConnection {
@@ -186,6 +201,8 @@ interface HttpConnection {
   phase: Phase;
   /** When it last started waiting for a request, for the cap's choice. */
   since: number;
+  /** Requests answered on it so far, for the cap's choice. */
+  served: number;
   /** Aborted when the connection closes. */
   closed: AbortController;
 }
@@ -356,6 +373,7 @@ export class HttpServer {
       address,
       phase: "head",
       since: Date.now(),
+      served: 0,
       closed: new AbortController(),
     };
     this.#open.add(c);
@@ -407,18 +425,28 @@ export class HttpServer {
     };
     try {
       arm(this.#limits.headerTimeout, timeoutResponse);
+      // Whether the head may have changed its answer since the last parse:
+      // it can only when a line has ended (or the buffer is full).
+      let fresh = true;
       while (!c.closed.signal.aborted) {
-        const parsed = parseRequestHead(buffer.subarray(0, filled));
+        const parsed = fresh
+          ? parseRequestHead(buffer.subarray(0, filled))
+          : INCOMPLETE;
         if (parsed.kind === "refused") {
           clearTimeout(deadline);
-          c.phase = "busy";
+          c.phase = "queued";
           // A refusal costs a turn like any answer: bad requests get no
           // more of the server's time than good ones.
           await this.#budget.take(c.closed.signal);
+          c.phase = "busy";
           await this.#send(c, parsed.status, {}, `${parsed.reason}\n`, false);
           break;
         }
         if (parsed.kind === "incomplete") {
+          // A head that comes in pieces is read at most every
+          // PIECE_PAUSE_MS: a byte at a time costs a read (and a parse)
+          // per piece, not per byte.
+          if (filled > 0) await pause(PIECE_PAUSE_MS, c.closed.signal);
           const n = await conn.read(buffer.subarray(filled));
           if (n === null) break; // the client is done (or gave up)
           if (filled === 0 && c.phase === "idle") {
@@ -426,6 +454,8 @@ export class HttpServer {
             c.phase = "head";
             arm(this.#limits.headerTimeout, timeoutResponse);
           }
+          fresh = filled === 0 || filled + n === buffer.length ||
+            buffer.subarray(filled, filled + n).includes(LF);
           filled += n;
           continue;
         }
@@ -438,6 +468,7 @@ export class HttpServer {
           body.set(buffer.subarray(used, used + have));
           used += have;
           for (let got = have; got < head.contentLength;) {
+            if (got > have) await pause(PIECE_PAUSE_MS, c.closed.signal);
             const n = await conn.read(body.subarray(got));
             if (n === null) return; // cut short: nothing to answer
             got += n;
@@ -447,8 +478,11 @@ export class HttpServer {
         // The rest is the next request (pipelined): keep it for later.
         buffer.copyWithin(0, used, filled);
         filled -= used;
-        c.phase = "busy";
+        fresh = true;
+        c.phase = "queued";
         await this.#budget.take(c.closed.signal);
+        c.phase = "busy";
+        c.served++;
         const request: HttpRequest = {
           ...head,
           body,
@@ -456,9 +490,14 @@ export class HttpServer {
         };
         const keepAlive = head.keepAlive && !this.#closing;
         const response = await this.#respond(request);
-        if (response.stream !== undefined && head.method !== "HEAD") {
+        if (response.stream !== undefined) {
           c.phase = "stream";
-          await this.#stream(c, head, response);
+          if (head.method === "HEAD") {
+            // The head a GET gets, without the stream; then the close it
+            // announces.
+            response.stream.cancel().catch(() => {});
+            await this.#write(c, this.#streamHead(head, response));
+          } else await this.#stream(c, head, response);
           break;
         }
         await this.#send(
@@ -469,7 +508,6 @@ export class HttpServer {
           keepAlive,
           head.method === "HEAD",
         );
-        response.stream?.cancel().catch(() => {});
         if (!keepAlive) break;
         c.phase = filled > 0 ? "head" : "idle";
         c.since = Date.now();
@@ -535,18 +573,7 @@ export class HttpServer {
       () => reader.cancel().catch(() => {}),
       { once: true },
     );
-    await this.#write(
-      c,
-      this.#head(
-        response.status,
-        chunked
-          ? { ...response.headers, "transfer-encoding": "chunked" }
-          : response.headers ?? {},
-        "",
-        false,
-      ),
-      false,
-    );
+    await this.#write(c, this.#streamHead(head, response));
     while (true) {
       const { value, done } = await reader.read();
       if (done) break;
@@ -559,20 +586,30 @@ export class HttpServer {
             encoder.encode("\r\n"),
           )
           : value,
-        false,
       );
     }
     if (chunked) await this.#write(c, encoder.encode("0\r\n\r\n"));
   }
 
+  /** The status line and fields of a streamed response. */
+  #streamHead(head: RequestHead, response: HttpResponse): Uint8Array {
+    return this.#head(
+      response.status,
+      head.minor === 1
+        ? { ...response.headers, "transfer-encoding": "chunked" }
+        : response.headers ?? {},
+      "",
+      false,
+    );
+  }
+
   /**
-   * Writes all of `bytes`; with `deadline`, closes the connection when the
-   * client has not taken them within the write timeout.
+   * Writes all of `bytes`; closes the connection when the client has not
+   * taken them within the write timeout (a stream's writes too: a page that
+   * does not read is let go).
    */
-  async #write(c: HttpConnection, bytes: Uint8Array, deadline = true) {
-    const timer = deadline
-      ? setTimeout(() => close(c), this.#limits.writeTimeout)
-      : undefined;
+  async #write(c: HttpConnection, bytes: Uint8Array) {
+    const timer = setTimeout(() => close(c), this.#limits.writeTimeout);
     try {
       await writeAll(c.conn, bytes);
     } finally {
@@ -606,18 +643,39 @@ export class HttpServer {
   }
 }
 
-/** The connection of `set` that has waited longest without a request. */
+/**
+ * The connection of `set` to close for a new one: the one that has waited
+ * longest for a request; else, of those waiting for their turn, the one
+ * answered most often (a pipelining client that never lets go). Never one
+ * being answered or streaming.
+ */
 function longestWaiting(
   set: Iterable<HttpConnection>,
 ): HttpConnection | undefined {
   let oldest: HttpConnection | undefined;
+  let busiest: HttpConnection | undefined;
   for (const c of set) {
-    if (
-      (c.phase === "idle" || c.phase === "head") &&
-      (oldest === undefined || c.since < oldest.since)
-    ) oldest = c;
+    if (c.phase === "idle" || c.phase === "head") {
+      if (oldest === undefined || c.since < oldest.since) oldest = c;
+    } else if (c.phase === "queued") {
+      if (busiest === undefined || c.served > busiest.served) busiest = c;
+    }
   }
-  return oldest;
+  return oldest ?? busiest;
+}
+
+/** Resolves after `ms`, or at once when `signal` is aborted. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
 }
 
 function close(c: HttpConnection): void {

@@ -56,6 +56,7 @@ class Attacks {
     loop(n(2), () => this.#badRequest(port));
     loop(n(20), () => this.#unreadPage(port));
     loop(n(1), () => this.#churn(port));
+    loop(n(16), () => this.#drip(port));
   }
 
   async #connect(port: number): Promise<Deno.Conn> {
@@ -142,6 +143,30 @@ class Attacks {
         encoder.encode("GET /events HTTP/1.1\r\nHost: x\r\n\r\n"),
       );
       while (!this.#stopped) await delay(200);
+    } finally {
+      this.#close(conn);
+    }
+  }
+
+  /**
+   * A head one byte per segment, a segment every millisecond, never
+   * finished: a server that parses the head again at every read pays for
+   * each byte with the whole head. (As fast as the socket takes them, 16 of
+   * these would take a core of this machine themselves: a remote attacker's
+   * core, not the server's.)
+   */
+  async #drip(port: number): Promise<void> {
+    const conn = await this.#connect(port) as Deno.TcpConn;
+    conn.setNoDelay(true);
+    const head = encoder.encode(
+      "GET /metrics HTTP/1.1\r\n" +
+        `X-Drip: ${"x".repeat(110)}\r\n`.repeat(63),
+    );
+    try {
+      for (let i = 0; !this.#stopped; i = (i + 1) % head.length) {
+        await conn.write(head.subarray(i, i + 1));
+        await delay(1);
+      }
     } finally {
       this.#close(conn);
     }

@@ -379,6 +379,26 @@ export async function countDescriptors(pid: number): Promise<number> {
   return listing.split("\n").filter((line) => line.includes(" -> ")).length;
 }
 
+/**
+ * Sets the open-file limit (soft and hard) of the running process `pid`, it
+ * alone, with `prlimit` (util-linux).
+ */
+export async function setOpenFileLimit(
+  pid: number,
+  limit: number,
+): Promise<void> {
+  const out = await new Deno.Command("prlimit", {
+    args: ["--pid", String(pid), `--nofile=${limit}:${limit}`],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new Error(
+      `prlimit failed: ${new TextDecoder().decode(out.stderr).trim()}`,
+    );
+  }
+}
+
 /** The soft limit on open files of process `pid`, from /proc/PID/limits. */
 export async function readOpenFileLimit(pid: number): Promise<number> {
   const limits = await readProc("cat", [`/proc/${pid}/limits`]);

@@ -142,8 +142,8 @@ async function roundTripRate(
  * Runs the side channel's attacks for about `seconds` against `server.ts
  * --metrics`: first the pipelined `/metrics` and `/healthz` flood in two
  * turns between quiet ones, then every attack at once (trickled heads,
- * silent connections, bad requests on new connections, unread event pages,
- * a connect-and-close churn, the flood):
+ * heads dripped a byte per segment, silent connections, bad requests on new
+ * connections, unread event pages, a connect-and-close churn, the flood):
  *
  * - the TCP round-trip rate of 4 persistent clients under the flood must
  *   stay at least `minRatio` of its rate in the quiet turns;

@@ -17,7 +17,12 @@ import {
   utf8,
   writeAll,
 } from "./_util.ts";
-import { countDescriptors, waitUntil, withTimeout } from "../stress/_util.ts";
+import {
+  countDescriptors,
+  setOpenFileLimit,
+  waitUntil,
+  withTimeout,
+} from "../stress/_util.ts";
 import { HTTP_LIMITS } from "../src/_http_server.ts";
 
 /** A guard on waits for what the server should do by itself. */
@@ -47,16 +52,6 @@ async function exchange(port: number, request: string): Promise<string> {
   using conn = await Deno.connect({ hostname: "127.0.0.1", port });
   await writeAll(conn, utf8(request));
   return await withTimeout(readUntilClosed(conn), GUARD_MS, request);
-}
-
-/** Lowers the open-file limit of the running process `pid` (it alone). */
-async function setOpenFileLimit(pid: number, limit: number): Promise<void> {
-  const out = await new Deno.Command("prlimit", {
-    args: ["--pid", String(pid), `--nofile=${limit}:${limit}`],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert(out.success, `prlimit failed: ${text(out.stderr)}`);
 }
 
 Deno.test("server.ts --metrics lives through a descriptor shortage: the side channel says so, retries, and answers once descriptors come back", async () => {
@@ -185,6 +180,51 @@ Deno.test("server.ts --metrics holds at most 32 connections from one address: ne
     );
   } finally {
     for (const conn of silent) conn.close();
+  }
+});
+
+Deno.test("server.ts --metrics: connections that pipeline without end do not lock a new one out; the one answered most makes room", async () => {
+  const { server, metricsPort } = await startWithMetrics();
+  await using _server = server;
+  const share = HTTP_LIMITS.maxConnectionsPerAddress;
+  const hogs: Deno.Conn[] = [];
+  const request = utf8("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200));
+  const answered: number[] = [];
+  try {
+    for (let i = 0; i < share; i++) {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: metricsPort,
+      });
+      hogs.push(conn);
+      answered.push(0);
+      await writeAll(conn, request);
+      // Read the answers as they come, so each always has one queued.
+      (async () => {
+        const buffer = new Uint8Array(65536);
+        for (let n = await conn.read(buffer); n !== null;) {
+          answered[i]! +=
+            text(buffer.subarray(0, n)).split("HTTP/1.1 ").length -
+            1;
+          n = await conn.read(buffer);
+        }
+      })().catch(() => {});
+    }
+    await waitUntil(
+      () => answered.every((n) => n > 0),
+      GUARD_MS,
+      "every pipelining connection to be answered once",
+    );
+    // Every connection of the address now waits its turn with a request.
+    assertMatch(
+      await exchange(
+        metricsPort,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+      ),
+      /^HTTP\/1\.1 200 OK\r\n/,
+    );
+  } finally {
+    for (const conn of hogs) conn.close();
   }
 });
 

@@ -12,6 +12,7 @@ import {
   assertEquals,
   assertGreater,
   assertLessOrEqual,
+  assertMatch,
   assertStringIncludes,
 } from "@std/assert";
 import {
@@ -23,7 +24,11 @@ import {
   OPEN_KEPT,
   TAIL_ARROWS,
 } from "../src/_event_hub.ts";
-import { type MetricsServer, serveMetrics } from "../src/_http.ts";
+import {
+  MAX_PAGES_PER_ADDRESS,
+  type MetricsServer,
+  serveMetrics,
+} from "../src/_http.ts";
 import { DurationHistogram, type MetricsSnapshot } from "../src/metrics.ts";
 import type { ServerEvent } from "../src/serve.ts";
 import {
@@ -225,6 +230,8 @@ function serveHub(hub: EventHub): MetricsServer {
     snapshot,
     healthy: () => true,
     hub,
+    // Every page here comes from 127.0.0.1.
+    maxPagesPerAddress: MAX_PAGES,
   });
 }
 
@@ -466,10 +473,66 @@ Deno.test("GET /events serves 16 pages at once: the 17th gets 503 until one goes
     assertEquals(refused.status, 503);
     assertEquals(refused.headers.get("retry-after"), "5");
     await refused.body?.cancel();
+    // HEAD says what GET would: 503 too, and it opens no page.
+    const head = await fetch(`http://127.0.0.1:${server.addr.port}/events`, {
+      method: "HEAD",
+    });
+    assertEquals(head.status, 503);
+    assertEquals(hub.pages, MAX_PAGES);
     await pages.pop()!.cancel();
     await waitFor(() => hub.pages < MAX_PAGES, "a page to leave");
     pages.push(await openPage(server));
     assertEquals(hub.pages, MAX_PAGES);
+  } finally {
+    for (const page of pages) await page.cancel();
+    await server.shutdown();
+  }
+});
+
+Deno.test("HEAD /events has the head of GET /events (200, the event-stream type, chunked, the close) and no page; 4 pages at most from one address", async () => {
+  const hub = new EventHub();
+  const server = serveMetrics({
+    hostname: "127.0.0.1",
+    port: 0,
+    snapshot,
+    healthy: () => true,
+    hub,
+  });
+  const pages: SseReader[] = [];
+  try {
+    const head = async (method: string) => {
+      using conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: server.addr.port,
+      });
+      await conn.write(
+        encoder.encode(`${method} /events HTTP/1.1\r\nHost: x\r\n\r\n`),
+      );
+      let seen = "";
+      const buffer = new Uint8Array(4096);
+      while (!seen.includes("\r\n\r\n")) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        seen += new TextDecoder().decode(buffer.subarray(0, n));
+      }
+      return seen.slice(0, seen.indexOf("\r\n\r\n") + 4);
+    };
+    const [headOfGet, headOfHead] = [await head("GET"), await head("HEAD")];
+    assertEquals(headOfHead, headOfGet);
+    assertMatch(headOfHead, /^HTTP\/1\.1 200 OK\r\n/);
+    assertMatch(headOfHead, /\r\ntransfer-encoding: chunked\r\n/);
+    assertMatch(headOfHead, /\r\nconnection: close\r\n/);
+    assert(!/content-length/.test(headOfHead), headOfHead);
+    await waitFor(() => hub.pages === 0, "the GET's page to leave");
+    for (let i = 0; i < MAX_PAGES_PER_ADDRESS; i++) {
+      pages.push(await openPage(server));
+    }
+    const fifth = await fetch(`http://127.0.0.1:${server.addr.port}/events`);
+    assertEquals(fifth.status, 503);
+    assertMatch(await fifth.text(), /^too many pages open from 127\.0\.0\.1/);
+    await pages.pop()!.cancel();
+    await waitFor(() => hub.pages < MAX_PAGES_PER_ADDRESS, "a page to leave");
+    pages.push(await openPage(server));
   } finally {
     for (const page of pages) await page.cancel();
     await server.shutdown();

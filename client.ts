@@ -13,7 +13,7 @@
 import { MAXLINE } from "./src/constants.ts";
 import { EXIT, EXIT_CODES_HELP, run } from "./src/_cli.ts";
 import { CLIENT_DEFAULTS, parseClientArgs } from "./src/_client_args.ts";
-import { runClient } from "./src/_client_run.ts";
+import { MAX_REPLY_PER_BYTE, runClient } from "./src/_client_run.ts";
 import { VERSION } from "./src/version.ts";
 
 function printUsage(): void {
@@ -77,8 +77,11 @@ The --allow-net permission must name the same HOST:PORT, e.g.
 (--unix PATH needs --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH;
 --ca, --cert and --key need --allow-read for their files.)
 
-A reply shorter than the message (the seed's server.c reads at most ${MAXLINE} bytes)
-is printed as it came, with a warning on stderr.
+A reply shorter than the MESSAGE (the seed's server.c reads at most ${MAXLINE} bytes,
+then resets) is printed as it came, with a warning on stderr. With - and -i, a
+reply that ends in a reset, or short of an ASCII request's length, exits 5 once
+every byte that came is on stdout. A reply longer than ${MAX_REPLY_PER_BYTE} times the request
+(the most --unicode sends) is not read further: exit 5.
 
 ${EXIT_CODES_HELP}`);
 }

@@ -27,6 +27,18 @@ const LARGE_BUFFERS_KEPT = 64;
 /** Reads shorter than this are upper-cased in JavaScript, not with SIMD. */
 const SIMD_MIN = 16;
 
+/**
+ * A large buffer beyond the pools. Resizable (it is never resized) so that V8
+ * maps its pages itself and a collected one goes back to the system: glibc
+ * keeps freed 256 KiB blocks in its heap, which held server RSS at 290-339 MB
+ * after waves of 800 streaming clients (85 MB with this; BENCHMARKS.md).
+ */
+function newLargeBuffer(): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(
+    new ArrayBuffer(LARGE_BUFFER_SIZE, { maxByteLength: LARGE_BUFFER_SIZE }),
+  );
+}
+
 /** The rungs of the ladder. */
 const enum Rung {
   Small,
@@ -75,8 +87,7 @@ export class BufferPools {
       this.#simdTried = true;
       this.#simd = SimdBuffers.create(LARGE_BUFFER_SIZE, LARGE_BUFFERS_KEPT);
     }
-    return this.#simd?.take() ?? this.#large.pop() ??
-      new Uint8Array(LARGE_BUFFER_SIZE);
+    return this.#simd?.take() ?? this.#large.pop() ?? newLargeBuffer();
   }
 
   /** Gives a buffer from {@linkcode BufferPools.take} back. */

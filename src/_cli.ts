@@ -5,6 +5,7 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { bold, red, stripAnsiCode, yellow } from "@std/fmt/colors";
 import { errorMessage } from "./_io.ts";
+import { escapeLine } from "./_escape.ts";
 
 /** Exit codes of both tools; README.md and `--help` list the same. */
 export const EXIT = {
@@ -18,7 +19,7 @@ export const EXIT = {
   NETWORK: 3,
   /** A timeout ran out. */
   TIMEOUT: 4,
-  /** The peer closed or reset the connection before the reply was complete. */
+  /** The peer closed or reset before the reply was complete, or sent too much. */
   CONNECTION_LOST: 5,
   /** A bug: the stack trace follows. */
   INTERNAL: 70,
@@ -32,7 +33,8 @@ export const EXIT_CODES_HELP = `Exit codes:
   3   cannot listen or connect: address in use, connection refused, unknown
       host, a TLS handshake that failed
   4   timed out
-  5   connection lost: closed or reset before the reply was complete
+  5   connection lost: closed or reset before the reply was complete, or a
+      reply longer than upcase sends
   70  internal error (a bug: please report the stack trace)`;
 
 /** An error the user can fix: one line on stderr and a known exit code. */
@@ -90,6 +92,21 @@ export function parseFlags(args: string[], spec: FlagSpec): RawFlags {
       i++;
     } else joined.push(arg);
   }
+  // "--once=maybe": a switch takes no value (parseArgs would take it as on).
+  for (const arg of joined) {
+    const match = /^--([^=]+)=(.*)$/s.exec(arg);
+    const name = match?.[1];
+    if (
+      name !== undefined &&
+      (spec.boolean.includes(name) ||
+        spec.boolean.includes(spec.alias?.[name] ?? ""))
+    ) {
+      throw new CliError(
+        `Invalid --${name}: "${match![2]}": the flag takes no value`,
+        EXIT.USAGE,
+      );
+    }
+  }
   const flags = parseArgs(joined, {
     string: spec.string,
     boolean: spec.boolean,
@@ -120,20 +137,50 @@ export function parseFlags(args: string[], spec: FlagSpec): RawFlags {
  *
  * @param value The flag's text, or undefined when not given.
  * @param fallback The port when the flag is absent.
+ * @param min The lowest port allowed: 0 (any free port) for a listener, 1
+ *   for a client, which cannot connect to port 0.
  * @returns The port number.
- * @throws {CliError} Unless it is an integer from 0 to 65535.
+ * @throws {CliError} Unless it is an integer from `min` to 65535.
  */
-export function parsePort(value: unknown, fallback: number): number {
+export function parsePort(
+  value: unknown,
+  fallback: number,
+  min: 0 | 1 = 0,
+): number {
   if (value === undefined) return fallback;
   const text = String(value);
   const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
-  if (!(port >= 0 && port <= 65535)) {
+  if (!(port >= min && port <= 65535)) {
     throw new CliError(
-      `Invalid port: "${text}" is not an integer from 0 to 65535`,
+      `Invalid port: "${text}" is not an integer from ${min} to 65535`,
       EXIT.USAGE,
     );
   }
   return port;
+}
+
+/** The longest Unix socket path, in bytes (108 in `sun_path`, less a NUL). */
+export const MAX_UNIX_PATH_BYTES = 107;
+
+/**
+ * Validates a `--unix` path: Linux keeps it in 108 bytes with its NUL.
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @returns The path, or undefined.
+ * @throws {CliError} When the path is longer than
+ *   {@linkcode MAX_UNIX_PATH_BYTES} bytes.
+ */
+export function parseUnixPath(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  const path = String(value);
+  const bytes = new TextEncoder().encode(path).length;
+  if (bytes > MAX_UNIX_PATH_BYTES) {
+    throw new CliError(
+      `Invalid --unix: the path is ${bytes} bytes; a Unix socket path holds at most ${MAX_UNIX_PATH_BYTES} (use a shorter one, e.g. in /tmp)`,
+      EXIT.USAGE,
+    );
+  }
+  return path;
 }
 
 /**
@@ -503,7 +550,7 @@ export async function run(main: () => Promise<number>): Promise<void> {
  * @param message One line.
  */
 export function printError(message: string): void {
-  console.error(`${colorize(bold(red("error")))}: ${message}`);
+  console.error(`${colorize(bold(red("error")))}: ${escapeLine(message)}`);
 }
 
 /**
@@ -512,12 +559,36 @@ export function printError(message: string): void {
  * @param message One line.
  */
 export function printWarning(message: string): void {
-  console.error(`${colorize(bold(yellow("warning")))}: ${message}`);
+  console.error(
+    `${colorize(bold(yellow("warning")))}: ${escapeLine(message)}`,
+  );
 }
 
 /** Colour only on a terminal; `@std/fmt/colors` itself honours NO_COLOR. */
 function colorize(styled: string): string {
   return Deno.stderr.isTerminal() ? styled : stripAnsiCode(styled);
+}
+
+/** The most a PEM file (`--cert`, `--key`, `--ca`) may hold. */
+export const MAX_PEM_BYTES = 1024 * 1024;
+
+/**
+ * Reads a file as UTF-8 text, at most `max` bytes: `/dev/zero` or a huge
+ * file is refused, not read into memory.
+ *
+ * @throws {RangeError} When the file holds more than `max` bytes.
+ */
+async function readBounded(path: string, max: number): Promise<string> {
+  using file = await Deno.open(path);
+  const buffer = new Uint8Array(max + 1);
+  let filled = 0;
+  while (filled < buffer.length) {
+    const n = await file.read(buffer.subarray(filled));
+    if (n === null) break;
+    filled += n;
+  }
+  if (filled > max) throw new RangeError(`${path} is larger than ${max} B`);
+  return new TextDecoder().decode(buffer.subarray(0, filled));
 }
 
 /**
@@ -536,8 +607,16 @@ export async function readPemFile(
 ): Promise<string> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readBounded(path, MAX_PEM_BYTES);
   } catch (err: unknown) {
+    if (err instanceof RangeError) {
+      throw new CliError(
+        `Not a PEM file: ${path} (--${flag}) is larger than ${
+          MAX_PEM_BYTES / 1024 / 1024
+        } MiB`,
+        EXIT.USAGE,
+      );
+    }
     if (err instanceof Deno.errors.NotCapable) {
       throw new CliError(
         `Permission denied: reading ${path} (--${flag}) needs --allow-read=${path}`,

@@ -18,6 +18,7 @@ import {
   parseHost,
   parsePort,
   parseSeconds,
+  parseUnixPath,
   requirePair,
 } from "./_cli.ts";
 
@@ -145,8 +146,8 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
   const d = CLIENT_DEFAULTS;
   const options: ClientCliOptions = {
     hostname: parseHost(flags.host, d.hostname),
-    port: parsePort(flags.port, d.port),
-    unix: flags.unix === undefined ? d.unix : String(flags.unix),
+    port: parsePort(flags.port, d.port, 1),
+    unix: parseUnixPath(flags.unix) ?? d.unix,
     message: flags._[0] ?? d.message,
     interactive: flags.interactive === true,
     timeout: parseSeconds("timeout", flags.timeout, d.timeout),

@@ -23,7 +23,7 @@ import {
 } from "./_cli.ts";
 import { describeTlsFailure, formatTlsFailure } from "./_tls_errors.ts";
 import { ClientTrace, formatTrace, type TraceEvent } from "./_trace.ts";
-import { closeQuietly, writeAll } from "./_io.ts";
+import { closeQuietly, isPeerGone, writeAll } from "./_io.ts";
 import { ProgressLine } from "./_progress.ts";
 import { format as formatBytes } from "@std/fmt/bytes";
 import { type ClientCliOptions } from "./_client_args.ts";
@@ -33,6 +33,14 @@ const SEED_USAGE = "usage: ./client message";
 
 /** The size of each read from stdin. */
 const STDIN_CHUNK_SIZE = 64 * 1024;
+
+/**
+ * The most bytes an upcase server sends back for each byte it gets: one with
+ * the byte-exact transform, up to three with `--unicode` (the two bytes of
+ * "ΐ" become the six of "Ϊ́"). A server that sends more is not upcase, or
+ * floods: the client stops reading it rather than keep it all in memory.
+ */
+export const MAX_REPLY_PER_BYTE = 3;
 
 /** Thrown when nobody reads stdout any more (`client.ts - | head -c 10`). */
 class OutputClosed extends Error {}
@@ -47,11 +55,16 @@ async function writeOut(bytes: Uint8Array): Promise<void> {
   }
 }
 
-/** Closes the connection when time runs out; each wait arms it anew. */
+/**
+ * Closes the connection when time runs out; each wait arms it anew. A reply
+ * that keeps coming can keep the timer from running (each read completes at
+ * once), so the reading loops also call {@linkcode Deadline.check}.
+ */
 class Deadline {
   #ms: number;
   #onExpire: () => void;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #until = Infinity;
   expired = false;
 
   constructor(ms: number, onExpire: () => void) {
@@ -62,14 +75,27 @@ class Deadline {
   arm(): void {
     if (this.#ms === 0) return;
     clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.expired = true;
-      this.#onExpire();
-    }, this.#ms);
+    this.#until = performance.now() + this.#ms;
+    this.#timer = setTimeout(() => this.#expire(), this.#ms);
   }
 
   disarm(): void {
     clearTimeout(this.#timer);
+    this.#until = Infinity;
+  }
+
+  /** Expires now, throwing {@linkcode Deno.errors.TimedOut}, if time is up. */
+  check(): void {
+    if (performance.now() < this.#until) return;
+    clearTimeout(this.#timer);
+    this.#expire();
+    throw new Deno.errors.TimedOut();
+  }
+
+  #expire(): void {
+    if (this.expired) return;
+    this.expired = true;
+    this.#onExpire();
   }
 }
 
@@ -206,24 +232,108 @@ function explainExchangeError(
   return explainFailure(err, options);
 }
 
+/** A byte count for people: 100000 is "100,000". */
+function count(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+/**
+ * Whether every byte is ASCII. Then the reply has the request's length with
+ * either transform; otherwise `--unicode` may make it longer or shorter.
+ */
+function isAscii(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i]! >= 0x80) return false;
+  return true;
+}
+
+/** `-` and `-i`: the reply ended in a reset. */
+function resetError(received: number, sent: number): CliError {
+  return new CliError(
+    `Connection lost: the server reset the connection after ${
+      count(received)
+    } of ${count(sent)} reply bytes`,
+    EXIT.CONNECTION_LOST,
+  );
+}
+
+/** `-` and `-i`: the server closed before the whole reply came. */
+function shortReplyError(received: number, sent: number): CliError {
+  return new CliError(
+    `Connection lost: the server closed the connection after ${
+      count(received)
+    } of ${count(sent)} reply bytes`,
+    EXIT.CONNECTION_LOST,
+  );
+}
+
+/** Every mode: the server sent more than an upcase server can. */
+function tooLongError(sent: number): CliError {
+  return new CliError(
+    `Reply too long: the server sent more than ${
+      count(MAX_REPLY_PER_BYTE * sent)
+    } bytes in reply to ${
+      count(sent)
+    } (at most ${MAX_REPLY_PER_BYTE} times the request)`,
+    EXIT.CONNECTION_LOST,
+  );
+}
+
+/**
+ * Passes `bytes` to `sink` unless the reply, `received` bytes with them,
+ * is longer than any upcase server sends for `sent` bytes: then passes the
+ * part within the bound and throws, so that memory stays bounded.
+ */
+async function boundedReply(
+  bytes: Uint8Array,
+  received: number,
+  sent: number,
+  sink: (bytes: Uint8Array) => void | Promise<void>,
+): Promise<void> {
+  const over = received - MAX_REPLY_PER_BYTE * sent;
+  if (over <= 0) return await sink(bytes);
+  if (over < bytes.length) await sink(bytes.subarray(0, bytes.length - over));
+  throw tooLongError(sent);
+}
+
+/** What {@linkcode exchangeWithin} did. */
+interface Exchanged extends ExchangeResult {
+  /** Every byte sent was ASCII (see {@linkcode isAscii}). */
+  ascii: boolean;
+}
+
 /**
  * Connects, sends `source`, half-closes and passes the reply to `sink`, all
  * within the timeout; a server that closes without a byte of reply is an
- * error.
+ * error, and so is one that sends more than an upcase server can.
  */
 async function exchangeWithin(
   options: ClientCliOptions,
   source: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
   sink: (bytes: Uint8Array) => void | Promise<void>,
-): Promise<ExchangeResult> {
+): Promise<Exchanged> {
   const conn = await open(options);
   const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
+  let offered = 0; // handed to the socket: the reply cannot be for more
+  let received = 0;
+  let ascii = true;
+  async function* counted(): AsyncGenerator<Uint8Array> {
+    for await (const chunk of source) {
+      offered += chunk.length;
+      ascii &&= isAscii(chunk);
+      yield chunk;
+    }
+  }
   let result: ExchangeResult;
   deadline.arm();
   try {
-    result = await exchange(conn, source, sink);
+    result = await exchange(conn, counted(), (bytes) => {
+      deadline.check();
+      received += bytes.length;
+      return boundedReply(bytes, received, offered, sink);
+    });
     if (deadline.expired) throw new Deno.errors.TimedOut();
   } catch (err: unknown) {
+    if (err instanceof CliError) throw err;
     throw explainExchangeError(err, options, deadline);
   } finally {
     deadline.disarm();
@@ -235,31 +345,42 @@ async function exchangeWithin(
       EXIT.CONNECTION_LOST,
     );
   }
-  return result;
+  return { ...result, ascii };
 }
 
-/** The seed's exchange: the message from argv, the reply after a header. */
+/**
+ * The seed's exchange: the message from argv, the reply after a header. A
+ * short reply is printed with a warning and exit 0, as the seed's server.c
+ * gives one: it answers at most MAXLINE bytes, then resets.
+ */
 async function sendMessage(options: ClientCliOptions, message: string) {
   const bytes = new TextEncoder().encode(message);
   const reply: Uint8Array[] = [];
-  const { received } = await exchangeWithin(options, [bytes], (chunk) => {
+  const result = await exchangeWithin(options, [bytes], (chunk) => {
     reply.push(chunk.slice());
   });
   const out = new TextEncoder();
   if (!options.quiet) await writeOut(out.encode("Response from server:\n"));
   for (const chunk of reply) await writeOut(chunk);
   await writeOut(out.encode("\n"));
-  warnIfShort(options, received, bytes.length);
+  warnIfShort(options, result, bytes.length);
 }
 
+/** Warns of a reply shorter than the `sent` bytes, saying how it ended. */
 function warnIfShort(
   options: ClientCliOptions,
-  received: number,
+  { received, reset }: ExchangeResult,
   sent: number,
 ): void {
   if (received < sent && !options.quiet) {
     printWarning(
-      `Reply truncated: got ${received} of ${sent} bytes; the server closed early (the seed's server.c reads at most ${MAXLINE})`,
+      `Reply truncated: got ${count(received)} of ${
+        count(sent)
+      } bytes; the server ${reset ? "reset the connection" : "closed early"}${
+        received === MAXLINE
+          ? ` (the seed's server.c reads at most ${MAXLINE})`
+          : ""
+      }`,
     );
   }
 }
@@ -277,7 +398,9 @@ async function* stdinChunks(): AsyncGenerator<Uint8Array> {
 /**
  * `-`: stdin to the server, the reply to stdout as it arrives. A long run
  * shows a progress line on stderr when that is a terminal and stdout is not
- * (on one terminal the line would tear the reply).
+ * (on one terminal the line would tear the reply). A reply that ends in a
+ * reset, or short of the request's length, is an error once every byte that
+ * came is on stdout.
  */
 async function sendStdin(options: ClientCliOptions) {
   let sent = 0;
@@ -297,15 +420,21 @@ async function sendStdin(options: ClientCliOptions) {
       sent += chunk.length;
     }
   }
+  let result: Exchanged;
   try {
-    await exchangeWithin(options, counted(), (bytes) => {
+    result = await exchangeWithin(options, counted(), (bytes) => {
       received += bytes.length;
       return writeOut(bytes);
     });
   } finally {
     line?.stop();
   }
-  warnIfShort(options, received, sent);
+  if (result.reset) throw resetError(result.received, result.sent);
+  if (result.received < result.sent) {
+    // Non-ASCII text may come back shorter from a --unicode server.
+    if (result.ascii) throw shortReplyError(result.received, result.sent);
+    warnIfShort(options, result, result.sent);
+  }
 }
 
 /** Splits stdin into lines, each with its newline (the last may lack it). */
@@ -339,7 +468,9 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 
 /**
  * `--interactive`: the tutorial's loop. Each line goes out as it is read and
- * its reply (up to its newline) is printed before the next line is sent.
+ * its reply (up to its newline) is printed before the next line is sent. A
+ * reply that ends in a reset, or short of what was sent, is an error once
+ * every byte that came is on stdout.
  */
 async function interact(options: ClientCliOptions) {
   const conn = await open(options);
@@ -353,13 +484,27 @@ async function interact(options: ClientCliOptions) {
   const deadline = new Deadline(options.timeout, () => closeQuietly(conn));
   const buf = new Uint8Array(STDIN_CHUNK_SIZE);
   let replies = 0;
+  let sent = 0;
+  let received = 0;
+  let ascii = true;
+  /** The next piece of the reply, on stdout; its length, or null at EOF. */
+  async function readReply(): Promise<number | null> {
+    const n = await conn.read(buf);
+    if (n === null) return null;
+    deadline.check();
+    received += n;
+    await boundedReply(buf.subarray(0, n), received, sent, writeOut);
+    return n;
+  }
   try {
     for await (const line of stdinLines()) {
+      ascii &&= isAscii(line);
       await writeAll(conn, line);
+      sent += line.length;
       if (line[line.length - 1] !== 0x0a) continue;
       deadline.arm();
       while (true) {
-        const n = await conn.read(buf);
+        const n = await readReply();
         if (n === null) {
           throw new CliError(
             `Connection lost: the server closed the connection after ${replies} ${
@@ -368,7 +513,6 @@ async function interact(options: ClientCliOptions) {
             EXIT.CONNECTION_LOST,
           );
         }
-        await writeOut(buf.subarray(0, n));
         if (buf.subarray(0, n).includes(0x0a)) break;
       }
       deadline.disarm();
@@ -376,18 +520,19 @@ async function interact(options: ClientCliOptions) {
     }
     await conn.closeWrite();
     deadline.arm();
-    while (true) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      await writeOut(buf.subarray(0, n));
-    }
+    while (await readReply() !== null);
   } catch (err: unknown) {
     if (err instanceof CliError) throw err;
+    if (isPeerGone(err) && !deadline.expired) {
+      throw resetError(received, sent);
+    }
     throw explainExchangeError(err, options, deadline);
   } finally {
     deadline.disarm();
     closeQuietly(conn);
   }
+  // Non-ASCII text may come back shorter from a --unicode server.
+  if (received < sent && ascii) throw shortReplyError(received, sent);
 }
 
 /** `--bench`: the load generator, with a progress line on a terminal. */

@@ -45,3 +45,16 @@ export function errorMessage(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
   return text.replace(/ \(os error \d+\)$/, "");
 }
+
+/**
+ * Whether `err` is what a socket throws once its peer reset it or stopped
+ * taking bytes: the peer went away.
+ *
+ * @param err What a read or write threw.
+ * @returns True for a reset, a broken pipe or a socket no longer connected.
+ */
+export function isPeerGone(err: unknown): boolean {
+  return err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.BrokenPipe ||
+    err instanceof Deno.errors.NotConnected;
+}

@@ -9,6 +9,7 @@ import type { ServerEvent, ServerStats } from "./serve.ts";
 import { formatAddr } from "./_cli.ts";
 import { writeAll, type Writer } from "./_io.ts";
 import { formatTrace } from "./_trace.ts";
+import { escapeLine } from "./_escape.ts";
 
 /** Lines kept waiting for a slow log reader before new ones are dropped. */
 export const MAX_QUEUED_LINES = 10_000;
@@ -23,6 +24,11 @@ export interface ServerLogOptions {
   quiet: boolean;
   /** Colour the text lines (only on a terminal, without NO_COLOR). */
   color: boolean;
+  /**
+   * The server reads PROXY headers: resets before the header are a
+   * balancer's checks, not lines of text.
+   */
+  proxyProtocol?: boolean;
 }
 
 /**
@@ -130,16 +136,31 @@ export class ServerLog {
     // (but a check that fails is).
     const check = (event.type === "connect" || event.type === "close") &&
       event.check === true;
-    const failed = (event.type === "close" && event.error !== undefined) ||
+    // A check that ends with an RST (HAProxy without linger) passed.
+    const failed = (event.type === "close" && event.error !== undefined &&
+      event.reason !== "check") ||
       event.type === "accept-error";
     if (this.#options.format === "text" && check && !failed) return;
+    // Under --proxy-protocol, a connection that resets before its header
+    // (or before it was accepted) is a balancer's check or abort: counted,
+    // in the JSON log, not a line of text.
+    if (
+      this.#options.format === "text" &&
+      ((event.type === "open-error" && event.reason === "check") ||
+        (event.type === "accept-reset" && this.#options.proxyProtocol === true))
+    ) {
+      return;
+    }
+    // Strays past the first of a burst: counted, not logged.
+    if (event.type === "relay-stray" && !event.logged) return;
     if (this.#options.format === "json") {
       const record = eventRecord(event);
       if (worker !== undefined) record.worker = worker;
       this.#out.write(JSON.stringify(record));
       return;
     }
-    const line = formatEvent(event);
+    // Addresses, paths, previews and error texts may hold a peer's bytes.
+    const line = escapeLine(formatEvent(event));
     this.#out.write(
       !this.#options.color
         ? line
@@ -181,6 +202,8 @@ export class ServerLog {
         handshakeErrors: stats.handshakeErrors,
         headerErrors: stats.headerErrors,
         acceptResets: stats.acceptResets,
+        relayStrays: stats.relayStrays,
+        relayMoves: stats.relayMoves,
         closed: stats.closed,
         uptimeMs,
         ...(phases.drainStarted === undefined
@@ -208,6 +231,10 @@ export class ServerLog {
       }${
         stats.acceptResets > 0
           ? `, ${stats.acceptResets} reset before they were accepted`
+          : ""
+      }${
+        stats.relayStrays > 0
+          ? `, ${stats.relayStrays} strays on the TLS relay's inner port`
           : ""
       }${
         stats.closed.check > 0
@@ -245,7 +272,10 @@ export class ServerLog {
   ): void {
     if (this.#options.format === "json") {
       this.#out.write(JSON.stringify({ time: now(), event: type, ...fields }));
-    } else this.#out.write(this.#options.color && failed ? red(text) : text);
+    } else {
+      const line = escapeLine(text);
+      this.#out.write(this.#options.color && failed ? red(line) : line);
+    }
   }
 
   /**
@@ -291,7 +321,15 @@ export function formatEvent(event: ServerEvent): string {
         peer(event.remote, 0)
       }: ${event.maxConns} connections open (--max-conns)`;
     case "accept-error":
-      return `accept failed: ${event.error}; retrying`;
+      return `${
+        event.listener === "tls-relay" ? "TLS relay: inner accept" : "accept"
+      } failed: ${event.error}; retrying`;
+    case "relay-stray":
+      return `TLS relay: ${
+        peer(event.remote, 0)
+      } connected straight to the inner port ${event.port} and was closed; its descriptor stays until it goes (no --allow-ffi: see README's threat model). More within 10 s are counted, not logged`;
+    case "relay-moved":
+      return `TLS relay: the inner port ${event.from} took ${event.strays} strays: moved to ${event.to}`;
     case "accept-reset":
       return "a client reset before it was accepted (RST while in the accept queue): nothing to serve";
     case "trace":

@@ -104,6 +104,7 @@ export function proxyLayer(options: ProxyLayerOptions): ConnLayer {
       }, options.timeout);
       const parser = new ProxyHeaderParser();
       const buf = new Uint8Array(HEADER_READ_SIZE);
+      let received = 0;
       try {
         while (true) {
           let n: number | null;
@@ -117,13 +118,24 @@ export function proxyLayer(options: ProxyLayerOptions): ConnLayer {
                 } s (--proxy-timeout)`,
               );
             }
+            if (err instanceof Deno.errors.ConnectionReset) {
+              throw new HeaderAborted(
+                "the client reset the connection before the PROXY header was complete",
+              );
+            }
             throw err;
           }
           if (n === null) {
+            if (received === 0) {
+              throw new HeaderAborted(
+                "the client closed the connection without sending anything",
+              );
+            }
             throw new Error(
               "the client closed the connection before the PROXY header was complete",
             );
           }
+          received += n;
           const result = parser.push(buf.subarray(0, n));
           if (result.status === "failed") throw new Error(result.reason);
           if (result.status === "done") {
@@ -159,6 +171,20 @@ export function chainLayers(first: ConnLayer, second: ConnLayer): ConnLayer {
       }
     },
   };
+}
+
+/**
+ * A connection that ended (reset, or closed having sent nothing) before its
+ * PROXY header was complete: what a balancer's health check or an aborted
+ * connect looks like (HAProxy's checks end with an RST unless `linger` is
+ * set), so the server counts it as a check, not as a bad header.
+ */
+export class HeaderAborted extends Error {
+  /** @param message What happened, in words. */
+  constructor(message: string) {
+    super(message);
+    this.name = "HeaderAborted";
+  }
 }
 
 /** A failure of the inner layer of {@linkcode chainLayers}. */

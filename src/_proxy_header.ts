@@ -96,8 +96,8 @@ const LF = 0x0a;
 const SPACE = 0x20;
 /** "PROXY " (§2.1). */
 const V1_PREFIX = new TextEncoder().encode("PROXY ");
-/** §2.2: 12 bytes with a NUL at the 5th; never a string. */
-const V2_SIGNATURE = Uint8Array.of(
+/** §2.2: the 12 bytes every v2 header starts with; a NUL at the 5th, never a string. */
+export const V2_SIGNATURE: Uint8Array = Uint8Array.of(
   0x0d,
   0x0a,
   0x0d,

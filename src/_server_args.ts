@@ -21,6 +21,7 @@ import {
   parseHostPort,
   parsePort,
   parseSeconds,
+  parseUnixPath,
   requirePair,
 } from "./_cli.ts";
 import { type LogFormat } from "./_log.ts";
@@ -146,7 +147,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
   const options: ServerCliOptions = {
     hostname: parseHost(flags.host, d.hostname),
     port: parsePort(flags.port, d.port),
-    unix: flags.unix === undefined ? d.unix : String(flags.unix),
+    unix: parseUnixPath(flags.unix) ?? d.unix,
     once: flags.once === true,
     unicode: flags.unicode === true,
     maxConns: parseCount("max-conns", flags["max-conns"], d.maxConns),

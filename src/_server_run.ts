@@ -23,6 +23,9 @@ import { errorMessage } from "./_io.ts";
 import { VERSION } from "./version.ts";
 import { type ServerCliOptions } from "./_server_args.ts";
 
+/** The signals that stop the server gracefully (a second one: at once). */
+const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
 /** How long the last log lines may take to be written at exit. */
 const LOG_FLUSH_LIMIT_MS = 2000;
 
@@ -200,6 +203,16 @@ async function startWorkers(
     hub?.onWatchingChange((watching) => pool.setTrace(watching));
     return pool;
   } catch (err: unknown) {
+    if (err instanceof Deno.errors.NotCapable && options.port === 0) {
+      // --allow-net=HOST:0 lets the main thread pick a port, not the
+      // Workers listen on the one it picked.
+      throw new CliError(
+        `Permission denied: --port 0 with --workers listens on the port the main thread picks, which needs --allow-net=${
+          joinHostPort(options.hostname, 0).replace(/:0$/, "")
+        } (any port of the host)`,
+        EXIT.PERMISSION,
+      );
+    }
     throw explainTlsSetupError(err, options) ??
       explainNetworkError(err, { action: "listen", ...options });
   }
@@ -227,6 +240,7 @@ function startMetrics(
   healthy: () => boolean,
   log: ServerLog,
   hub: EventHub,
+  tls: boolean,
 ): MetricsServer {
   const startTimeSeconds = performance.timeOrigin / 1000;
   try {
@@ -244,6 +258,11 @@ function startMetrics(
           duration: stats.duration,
           version: VERSION,
           startTimeSeconds,
+          ...(tls
+            ? {
+              tlsRelay: { strays: stats.relayStrays, moves: stats.relayMoves },
+            }
+            : {}),
         };
       },
       healthy,
@@ -265,6 +284,19 @@ function startMetrics(
       },
     });
   } catch (err: unknown) {
+    const own = running.addr as Partial<Deno.NetAddr>;
+    if (err instanceof Deno.errors.AddrInUse && own.port === address.port) {
+      // Another name of the service's own address ("localhost" for
+      // 127.0.0.1): it is in use, but by this server.
+      throw new CliError(
+        `Conflicting flags: --metrics ${
+          joinHostPort(address.hostname, address.port)
+        } is the port the server itself listens on (${
+          joinHostPort(own.hostname ?? "", address.port)
+        }): choose another port for --metrics`,
+        EXIT.USAGE,
+      );
+    }
     throw explainNetworkError(err, { action: "listen", ...address });
   }
 }
@@ -281,6 +313,7 @@ export async function runServer(options: ServerCliOptions): Promise<number> {
     format: options.logFormat,
     quiet: options.quiet,
     color: Deno.stdout.isTerminal(),
+    proxyProtocol: options.proxyProtocol,
   });
   const started = Date.now();
   const hub = options.metrics === undefined
@@ -292,7 +325,14 @@ export async function runServer(options: ServerCliOptions): Promise<number> {
   let signals = 0;
   const metrics = options.metrics === undefined || hub === undefined
     ? undefined
-    : startMetrics(options.metrics, server, () => signals === 0, log, hub);
+    : startMetrics(
+      options.metrics,
+      server,
+      () => signals === 0,
+      log,
+      hub,
+      options.cert !== undefined,
+    );
   let drain: ReturnType<typeof setTimeout> | undefined;
   const phases: { drainStarted?: number; closeStarted?: number } = {};
   const close = (grace: number) => {
@@ -315,11 +355,12 @@ export async function runServer(options: ServerCliOptions): Promise<number> {
     );
     drain = setTimeout(() => close(options.grace), options.drainDelay);
   };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  // SIGHUP (the terminal closed) too: there is no configuration to reload,
+  // and ending at once would skip the drain, the summary and the socket
+  // file's removal.
+  for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, stop);
   await server.finished;
-  Deno.removeSignalListener("SIGINT", stop);
-  Deno.removeSignalListener("SIGTERM", stop);
+  for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, stop);
   await metrics?.shutdown();
   log.summary(server.addr, server.stats, Date.now() - started, phases);
   // Exit even if a stalled log reader never takes the last lines.

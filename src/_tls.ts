@@ -17,10 +17,12 @@
 // Internal.
 
 import type { Conn, ConnLayer, Listener } from "./_conn.ts";
-import { closeQuietly, writeAll } from "./_io.ts";
+import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
+import { nextAcceptBackoff, resetBeforeAccept } from "./_accept.ts";
 import { canShutdownSockets, shutdownSockets } from "./_socket_shutdown.ts";
 import { describeTlsFailure, formatTlsFailure } from "./_tls_errors.ts";
 import type { ProxyHeader } from "./_proxy_header.ts";
+import type { ServerEvent } from "./serve.ts";
 
 /** The server's TLS settings. */
 export interface TlsServerOptions {
@@ -43,6 +45,8 @@ export interface TlsAcceptPath {
   layer: ConnLayer;
   /** Which way stalled handshakes are freed. */
   mode: TlsAcceptMode;
+  /** Where the path reports what the server counts and logs; set by it. */
+  report: (event: RelayEvent) => void;
   /** Releases what the path holds besides the listener. */
   close(): void;
 }
@@ -85,8 +89,9 @@ function handshakeError(err: unknown, timedOut: boolean, limit: number): Error {
 }
 
 /**
- * Runs `handshake` within the limit; on expiry calls `abort` (which must make
- * the handshake fail) and rejects.
+ * Runs `handshake` within the limit; on expiry calls `abort` (which should
+ * make the handshake fail) and rejects at once, whether or not the handshake
+ * has noticed: a slot is never held by a wait that does not end.
  */
 async function withinLimit(
   handshake: () => Promise<unknown>,
@@ -94,14 +99,18 @@ async function withinLimit(
   abort: () => void,
 ): Promise<void> {
   let timedOut = false;
+  const expired = Promise.withResolvers<never>();
   const timer = limit > 0
     ? setTimeout(() => {
       timedOut = true;
       abort();
+      expired.reject(new Deno.errors.TimedOut());
     }, limit)
     : undefined;
+  const work = handshake();
+  work.catch(() => {}); // what it says after the limit is the limit's
   try {
-    await handshake();
+    await Promise.race([work, expired.promise]);
   } catch (err: unknown) {
     throw handshakeError(err, timedOut, limit);
   } finally {
@@ -227,15 +236,40 @@ function listenTlsDirect(
       return c;
     },
   };
-  return { listener, layer, mode: "shutdown", close: () => {} };
+  return {
+    listener,
+    layer,
+    mode: "shutdown",
+    report: () => {},
+    close: () => {},
+  };
 }
 
 /** How long a relayed connection's last reply bytes may take to go out. */
 const RELAY_DRAIN_LIMIT_MS = 2000;
 /** The relay's buffer, each way. */
 const RELAY_BUFFER_SIZE = 16 * 1024; // a TLS record at most
-/** An inner connection nobody claims is closed after this long. */
+/**
+ * An inner connection that arrives while one of the relay's own connects is
+ * still under way may be that one: it waits this long to be claimed.
+ */
 const RENDEZVOUS_LIMIT_MS = 1000;
+/**
+ * How long the port of a relay socket given up on (its handshake timed out
+ * before the inner listener took it, as in a descriptor shortage) is
+ * remembered as the relay's own.
+ */
+const ABANDONED_LIMIT_MS = 30_000;
+/**
+ * Connections to the relay's inner port that the relay did not make (a
+ * local process found the port) that one inner listener takes before the
+ * relay moves to a fresh one on a new port. Each holds a descriptor until its
+ * peer goes away: Deno offers no way to free a TLS connection whose
+ * handshake never started (see the top of this file).
+ */
+export const MAX_STRAYS_PER_INNER_PORT = 64;
+/** After a stray is logged, the next are counted but not logged for this long. */
+const STRAY_LOG_QUIET_MS = 10_000;
 
 /** Copies `from` to `to` until `from` ends, then half-closes `to`. */
 async function relay(from: Conn, to: Conn): Promise<void> {
@@ -318,17 +352,214 @@ class RelayedConn extends TlsStream {
   }
 }
 
+/** What the relay tells the server: the events it counts and logs. */
+export type RelayEvent = Extract<
+  ServerEvent,
+  { type: "accept-error" | "relay-stray" | "relay-moved" }
+>;
+
+/**
+ * One inner Deno.listenTls on a loopback port, and the relay's rendezvous
+ * with it: an inner connection is matched to the client it relays by the
+ * port the relay's own socket has.
+ */
+class InnerListener {
+  readonly addr: Deno.NetAddr;
+  /** Stray connections it has taken (never more than the cap, then moved). */
+  strays = 0;
+  #listener: Deno.TlsListener;
+  #report: (event: RelayEvent) => void;
+  #onStray: (inner: InnerListener, remote: Deno.Addr) => void;
+  #waiting = new Map<number, PromiseWithResolvers<Deno.TlsConn>>();
+  #early = new Map<number, Deno.TlsConn>();
+  /** Ports of relay sockets given up on before their inner connection came. */
+  #abandoned = new Set<number>();
+  /** Relay connects under way whose port is not known yet. */
+  #connecting = 0;
+  /** Relayed opens that use this listener (from connect to claim). */
+  #users = 0;
+  #retired = false;
+  #closed = false;
+
+  constructor(
+    tls: TlsServerOptions,
+    report: (event: RelayEvent) => void,
+    onStray: (inner: InnerListener, remote: Deno.Addr) => void,
+  ) {
+    this.#listener = Deno.listenTls({
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: tls.cert,
+      key: tls.key,
+    });
+    this.addr = this.#listener.addr;
+    this.#report = report;
+    this.#onStray = onStray;
+    this.#acceptLoop();
+  }
+
+  /**
+   * Connects the relay's own socket to this listener.
+   *
+   * @returns The socket, and the inner TLS connection it leads to once the
+   *   listener has accepted it (rejects when {@linkcode release} is called
+   *   first).
+   */
+  async connect(): Promise<{ up: Deno.TcpConn; tls: Promise<Deno.TlsConn> }> {
+    this.#users++;
+    this.#connecting++;
+    let up: Deno.TcpConn;
+    try {
+      up = await Deno.connect({
+        hostname: this.addr.hostname,
+        port: this.addr.port,
+      });
+    } catch (err: unknown) {
+      this.#connecting--;
+      this.release(0);
+      throw err;
+    }
+    const port = (up.localAddr as Deno.NetAddr).port;
+    const claim = Promise.withResolvers<Deno.TlsConn>();
+    claim.promise.catch(() => {}); // a release nobody waits for
+    const early = this.#early.get(port);
+    if (early !== undefined) {
+      this.#early.delete(port);
+      claim.resolve(early);
+    } else {
+      this.#waiting.set(port, claim);
+    }
+    this.#connecting--;
+    return { up, tls: claim.promise };
+  }
+
+  /**
+   * Ends one open's use of the listener: its claim (if still waiting) fails.
+   *
+   * @param port The relay socket's port, 0 if it never connected.
+   */
+  release(port: number): void {
+    const claim = this.#waiting.get(port);
+    if (claim !== undefined) {
+      this.#waiting.delete(port);
+      claim.reject(new Deno.errors.Interrupted("the relay gave up"));
+      // Its inner connection may still be in the accept queue: ours, not a
+      // stray, when it comes (its relay socket is closed, so it ends).
+      this.#abandoned.add(port);
+      setTimeout(() => this.#abandoned.delete(port), ABANDONED_LIMIT_MS);
+    }
+    this.#users--;
+    if (this.#retired && this.#users === 0) this.close();
+  }
+
+  /** Takes no new opens; closes once the last one is done with it. */
+  retire(): void {
+    this.#retired = true;
+    if (this.#users === 0) this.close();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    closeQuietly(this.#listener);
+    for (const conn of this.#early.values()) closeQuietly(conn);
+    this.#early.clear();
+  }
+
+  /** The same discipline as the server's own accept loop. */
+  async #acceptLoop(): Promise<void> {
+    let backoff = 0;
+    while (!this.#closed) {
+      let conn: Deno.TlsConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (err: unknown) {
+        if (this.#closed) return;
+        if (resetBeforeAccept(err)) continue;
+        this.#report({
+          type: "accept-error",
+          error: errorMessage(err),
+          listener: "tls-relay",
+        });
+        backoff = nextAcceptBackoff(backoff);
+        await new Promise((resolve) => setTimeout(resolve, backoff));
+        continue;
+      }
+      backoff = 0;
+      this.#route(conn);
+    }
+  }
+
+  /** Hands `conn` to the open waiting for it, or holds it, or lets it go. */
+  #route(conn: Deno.TlsConn): void {
+    const port = (conn.remoteAddr as Deno.NetAddr).port;
+    const claim = this.#waiting.get(port);
+    if (claim !== undefined) {
+      this.#waiting.delete(port);
+      claim.resolve(conn);
+      return;
+    }
+    if (this.#abandoned.delete(port)) {
+      closeQuietly(conn);
+      return;
+    }
+    if (this.#connecting === 0) {
+      this.#stray(conn);
+      return;
+    }
+    // One of the relay's connects may not know its port yet.
+    this.#early.set(port, conn);
+    setTimeout(() => {
+      if (this.#early.get(port) !== conn) return;
+      this.#early.delete(port);
+      this.#stray(conn);
+    }, RENDEZVOUS_LIMIT_MS);
+  }
+
+  /** Not the relay's: close it (which frees nothing, see above) and count. */
+  #stray(conn: Deno.TlsConn): void {
+    this.strays++;
+    const remote = conn.remoteAddr;
+    closeQuietly(conn);
+    this.#onStray(this, remote);
+  }
+}
+
 /** "relay": plain TCP accepted here, relayed to an inner Deno.listenTls. */
 function listenTlsRelayed(
   address: { hostname: string; port: number; reusePort?: boolean },
   tls: TlsServerOptions,
 ): TlsAcceptPath {
-  const inner = Deno.listenTls({
-    hostname: "127.0.0.1",
-    port: 0,
-    cert: tls.cert,
-    key: tls.key,
-  });
+  let lastStrayLogged = -Infinity;
+  const report = (event: RelayEvent) => path.report(event);
+  const onStray = (from: InnerListener, remote: Deno.Addr) => {
+    const now = Date.now();
+    const logged = now - lastStrayLogged >= STRAY_LOG_QUIET_MS;
+    if (logged) lastStrayLogged = now;
+    report({ type: "relay-stray", remote, port: from.addr.port, logged });
+    if (from !== inner || from.strays < MAX_STRAYS_PER_INNER_PORT) return;
+    let next: InnerListener;
+    try {
+      next = new InnerListener(tls, report, onStray);
+    } catch (err: unknown) {
+      // Out of descriptors, most likely: stay, and try at the next stray.
+      report({
+        type: "accept-error",
+        error: errorMessage(err),
+        listener: "tls-relay",
+      });
+      return;
+    }
+    report({
+      type: "relay-moved",
+      from: from.addr.port,
+      to: next.addr.port,
+      strays: from.strays,
+    });
+    inner = next;
+    from.retire();
+  };
+  let inner = new InnerListener(tls, report, onStray);
   let outer: Deno.TcpListener;
   try {
     outer = Deno.listen({ ...address, transport: "tcp" });
@@ -336,59 +567,34 @@ function listenTlsRelayed(
     inner.close();
     throw err;
   }
-  const innerAddr = inner.addr as Deno.NetAddr;
-  // Inner connections by the port they came from: the relay's own socket.
-  const waiting = new Map<number, (conn: Deno.TlsConn) => void>();
-  const early = new Map<number, Deno.TlsConn>();
-  (async () => {
-    for await (const conn of inner) {
-      const port = (conn.remoteAddr as Deno.NetAddr).port;
-      const claim = waiting.get(port);
-      if (claim !== undefined) {
-        waiting.delete(port);
-        claim(conn);
-        continue;
-      }
-      early.set(port, conn);
-      setTimeout(() => {
-        if (early.get(port) !== conn) return;
-        early.delete(port);
-        closeQuietly(conn);
-      }, RENDEZVOUS_LIMIT_MS);
-    }
-  })().catch(() => {}); // ends when closed
-  const claim = (port: number) => {
-    const conn = early.get(port);
-    if (conn !== undefined) {
-      early.delete(port);
-      return Promise.resolve(conn);
-    }
-    return new Promise<Deno.TlsConn>((resolve) => waiting.set(port, resolve));
-  };
   const layer: ConnLayer = {
     step: "tls",
     async open(raw: Conn): Promise<Conn> {
+      const via = inner;
       let up: Deno.TcpConn | undefined;
       let tlsConn: Deno.TlsConn | undefined;
       let upPort = 0;
+      let released = false;
       let rawError: unknown;
+      const release = () => {
+        if (released) return;
+        released = true;
+        via.release(upPort);
+      };
       const abort = () => {
         closeQuietly(raw);
         if (up !== undefined) closeQuietly(up);
         if (tlsConn !== undefined) closeQuietly(tlsConn);
-        waiting.delete(upPort);
+        release();
       };
       let down: Promise<void> = Promise.resolve();
       try {
         await withinLimit(
           async () => {
-            up = await Deno.connect({
-              hostname: innerAddr.hostname,
-              port: innerAddr.port,
-            });
+            const connected = await via.connect();
+            up = connected.up;
             up.setNoDelay(true);
             upPort = (up.localAddr as Deno.NetAddr).port;
-            const claimed = claim(upPort);
             const upRef = up;
             relay(raw, upRef).catch((err: unknown) => {
               rawError ??= err;
@@ -396,7 +602,8 @@ function listenTlsRelayed(
             });
             // The client has gone: the server's writes must fail, not block.
             down = relay(upRef, raw).catch(() => closeQuietly(upRef));
-            tlsConn = await claimed;
+            tlsConn = await connected.tls;
+            release();
             await tlsConn.handshake();
           },
           tls.handshakeTimeout,
@@ -412,14 +619,12 @@ function listenTlsRelayed(
       return new RelayedConn(tlsConn!, raw, up!, down, () => rawError);
     },
   };
-  return {
+  const path: TlsAcceptPath = {
     listener: outer,
     layer,
     mode: "relay",
-    close: () => {
-      closeQuietly(inner);
-      for (const conn of early.values()) closeQuietly(conn);
-      early.clear();
-    },
+    report: () => {},
+    close: () => inner.close(),
   };
+  return path;
 }

@@ -23,7 +23,9 @@ export class ServerTotals {
         stats.active--;
         stats.bytesIn += event.bytesIn;
         stats.bytesOut += event.bytesOut;
-        if (event.error !== undefined) stats.errors++;
+        if (event.reason === "reset" || event.reason === "error") {
+          stats.errors++;
+        }
         if (event.cutOff === "idle-timeout") stats.idleClosed++;
         if (event.cutOff === "shutdown") stats.shutdownClosed++;
         stats.closed[event.reason]++;
@@ -35,9 +37,15 @@ export class ServerTotals {
       case "accept-reset":
         stats.acceptResets++;
         break;
+      case "relay-stray":
+        stats.relayStrays++;
+        break;
+      case "relay-moved":
+        stats.relayMoves++;
+        break;
       case "open-error":
-        if (event.step === "tls") stats.handshakeErrors++;
-        else stats.headerErrors++;
+        if (event.reason === "handshake") stats.handshakeErrors++;
+        if (event.reason === "header") stats.headerErrors++;
         stats.closed[event.reason]++;
         break;
     }

@@ -6,6 +6,7 @@
 // does not change and tracing off costs nothing. Internal.
 
 import type { Conn } from "./_conn.ts";
+import { escapeLine } from "./_escape.ts";
 
 /** A socket-level event of one connection. */
 export interface TraceEvent {
@@ -413,5 +414,5 @@ export function formatTrace(event: TraceEvent): string {
   const seed = event.seed === undefined
     ? ""
     : `  (${event.side}.c: ${event.seed})`;
-  return `${who}${event.text}${seed}`;
+  return escapeLine(`${who}${event.text}${seed}`);
 }

@@ -153,6 +153,11 @@ export interface MetricsSnapshot {
    * on), when it has any.
    */
   http?: HttpSideChannelSnapshot;
+  /**
+   * TLS: the relay's strays and moves (see `ServerStats.relayStrays`); 0
+   * with `--allow-ffi`, which has no relay.
+   */
+  tlsRelay?: { strays: number; moves: number };
 }
 
 /** The side channel's numbers, in a {@linkcode MetricsSnapshot}. */
@@ -301,6 +306,8 @@ export class DurationHistogram {
  * | `upcase_http_responses_total{code}` | counter, with `snapshot.http` |
  * | `upcase_http_connections_evicted_total` | counter, with `snapshot.http` |
  * | `upcase_http_accept_errors_total` | counter, with `snapshot.http` |
+ * | `upcase_tls_relay_strays_total` | counter, with `snapshot.tlsRelay` |
+ * | `upcase_tls_relay_moves_total` | counter, with `snapshot.tlsRelay` |
  * | `upcase_build_info{version}` | gauge, always 1 |
  * | `process_resident_memory_bytes` | gauge |
  * | `process_start_time_seconds` | gauge |
@@ -460,6 +467,22 @@ export function renderMetrics(
       "Accepts that failed on the metrics address (a descriptor shortage).",
     );
     sample("upcase_http_accept_errors_total", http.acceptErrors);
+  }
+
+  const { tlsRelay } = snapshot;
+  if (tlsRelay !== undefined) {
+    family(
+      "upcase_tls_relay_strays_total",
+      "counter",
+      "Connections to the TLS relay's inner port that the relay did not make.",
+    );
+    sample("upcase_tls_relay_strays_total", tlsRelay.strays);
+    family(
+      "upcase_tls_relay_moves_total",
+      "counter",
+      "Times the TLS relay moved to a fresh inner port after too many strays.",
+    );
+    sample("upcase_tls_relay_moves_total", tlsRelay.moves);
   }
 
   family(

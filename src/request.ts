@@ -7,7 +7,7 @@
  */
 
 import { CLIENT_HOST, SERV_PORT } from "./constants.ts";
-import { closeQuietly, writeAll } from "./_io.ts";
+import { closeQuietly, isPeerGone, writeAll } from "./_io.ts";
 import { encodeProxyHeader } from "./_proxy_header.ts";
 
 /** Options for {@linkcode connect}. */
@@ -320,13 +320,6 @@ async function receive(
     if (!isPeerGone(err)) throw err;
     result.reset = true;
   }
-}
-
-/** The server went away: the exchange ends with what arrived. */
-function isPeerGone(err: unknown): boolean {
-  return err instanceof Deno.errors.ConnectionReset ||
-    err instanceof Deno.errors.BrokenPipe ||
-    err instanceof Deno.errors.NotConnected;
 }
 
 /**

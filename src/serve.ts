@@ -13,9 +13,14 @@ import { BufferPools, ReadBuffer } from "./_buffers.ts";
 import type { Conn, ConnLayer, Listener } from "./_conn.ts";
 import { type Connection, ConnectionTable } from "./_connections.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
-import { listenTls } from "./_tls.ts";
+import { listenTls, type RelayEvent, type TlsAcceptPath } from "./_tls.ts";
 import { ServerTrace, type TraceEvent } from "./_trace.ts";
-import { chainLayers, LayerError, proxyLayer } from "./_proxy.ts";
+import {
+  chainLayers,
+  HeaderAborted,
+  LayerError,
+  proxyLayer,
+} from "./_proxy.ts";
 import { parseCidrs } from "./_cidr.ts";
 import { nextAcceptBackoff, resetBeforeAccept } from "./_accept.ts";
 import { type ConnLimit, LocalLimit } from "./_conn_limit.ts";
@@ -78,7 +83,43 @@ export type ServerEvent =
     /** The limit that was reached, {@linkcode ServeOptions.maxConns}. */
     maxConns: number;
   }
-  | { type: "accept-error"; error: string }
+  | {
+    type: "accept-error";
+    error: string;
+    /**
+     * Set when it was the TLS relay's inner listener (see
+     * {@linkcode ServeOptions.cert}) that failed, not the server's own.
+     */
+    listener?: "tls-relay";
+  }
+  | {
+    /**
+     * TLS without `--allow-ffi`: a connection to the relay's inner loopback
+     * port that the relay did not make (a local process found the port). It
+     * was closed, but keeps a descriptor until its peer goes away. Only the
+     * first of a burst is `logged`; every one is counted.
+     */
+    type: "relay-stray";
+    remote: Deno.Addr;
+    /** The inner port it came to. */
+    port: number;
+    /** Whether to log it: no stray was logged in the last 10 s. */
+    logged: boolean;
+  }
+  | {
+    /**
+     * The relay's inner listener took its limit of strays, so the relay
+     * moved to a fresh one on a new port (the old one closes once the
+     * handshakes under way on it are done).
+     */
+    type: "relay-moved";
+    /** The old inner port. */
+    from: number;
+    /** The new one. */
+    to: number;
+    /** The strays the old one took. */
+    strays: number;
+  }
   | {
     /**
      * A client reset while it waited in the kernel's accept queue: accept()
@@ -280,6 +321,13 @@ export interface ServerStats {
   /** Clients that reset while they waited to be accepted. */
   acceptResets: number;
   /**
+   * TLS without `--allow-ffi`: connections to the relay's inner port that
+   * the relay did not make (see {@linkcode ServerEvent} `relay-stray`).
+   */
+  relayStrays: number;
+  /** How often the relay moved to a fresh inner port (`relay-moved`). */
+  relayMoves: number;
+  /**
    * Connections without a valid PROXY header, or from a peer outside
    * {@linkcode ProxyProtocolOptions.from} (closed, not accepted).
    */
@@ -308,6 +356,8 @@ export function emptyStats(): ServerStats {
     handshakeErrors: 0,
     headerErrors: 0,
     acceptResets: 0,
+    relayStrays: 0,
+    relayMoves: 0,
     closed: Object.fromEntries(
       CLOSE_REASONS.map((reason) => [reason, 0]),
     ) as Record<CloseReason, number>,
@@ -377,7 +427,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     options: ServeCommonOptions,
     cleanup?: () => void,
     layer?: ConnLayer,
-    tls?: "shutdown" | "relay",
+    tls?: Pick<TlsAcceptPath, "mode" | "report">,
     limit?: ConnLimit,
   ) {
     this.#listener = listener;
@@ -395,8 +445,9 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#emit(
       tls === undefined
         ? { type: "listen", addr: this.addr }
-        : { type: "listen", addr: this.addr, tls },
+        : { type: "listen", addr: this.addr, tls: tls.mode },
     );
+    if (tls !== undefined) tls.report = (event) => this.#tlsEvent(event);
     this.finished = this.#acceptLoop();
   }
 
@@ -444,6 +495,13 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   /** Shuts the server down at once; for `await using`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.shutdown({ grace: 0 });
+  }
+
+  /** Counts and passes on what the TLS accept path reports. */
+  #tlsEvent(event: RelayEvent): void {
+    if (event.type === "relay-stray") this.#stats.relayStrays++;
+    if (event.type === "relay-moved") this.#stats.relayMoves++;
+    this.#emit(event);
   }
 
   async #acceptLoop(): Promise<void> {
@@ -538,9 +596,15 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       this.#conns.delete(c);
       this.#limit.release();
       const step = err instanceof LayerError ? err.step : layer.step;
-      const reason = step === "tls" ? "handshake" : "header";
-      if (step === "tls") this.#stats.handshakeErrors++;
-      else this.#stats.headerErrors++;
+      // A balancer's check that resets before its header (HAProxy without
+      // linger): counted as a check, not as a bad header.
+      const reason = err instanceof HeaderAborted
+        ? "check"
+        : step === "tls"
+        ? "handshake"
+        : "header";
+      if (reason === "handshake") this.#stats.handshakeErrors++;
+      if (reason === "header") this.#stats.headerErrors++;
       this.#stats.closed[reason]++;
       this.#emit({
         type: "open-error",
@@ -631,7 +695,6 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       // sweep, end of grace) is not an error of the client's.
       if (c.cutOff === undefined) {
         error = errorMessage(err);
-        stats.errors++;
         reason = err instanceof Deno.errors.ConnectionReset ? "reset" : "error";
       }
     } finally {
@@ -641,9 +704,13 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       this.#limit.release();
       stats.active--;
       if (c.cutOff !== undefined) reason = c.cutOff;
-      else if (conn.healthCheck === true && error === undefined) {
+      else if (
+        conn.healthCheck === true && (error === undefined || reason === "reset")
+      ) {
+        // A check that ends with an RST (HAProxy without linger) passed.
         reason = "check";
       }
+      if (reason === "reset" || reason === "error") stats.errors++;
       stats.closed[reason]++;
       const durationMs = Math.round((performance.now() - started) * 1000) /
         1000;
@@ -782,7 +849,7 @@ export function serveTcp(
       options,
       () => path.close(),
       proxy === undefined ? path.layer : chainLayers(proxy, path.layer),
-      path.mode,
+      path,
       internals.limit,
     );
   }

@@ -6,6 +6,7 @@
 import { format as formatBytes } from "@std/fmt/bytes";
 import { connect, type ConnectTlsOptions, request } from "../mod.ts";
 import { closeQuietly } from "../src/_io.ts";
+import { V2_SIGNATURE } from "../src/_proxy_header.ts";
 import {
   denoRun,
   expectedUpper,
@@ -262,15 +263,43 @@ export async function checkedRequest(
   ms: number,
   hostname = "127.0.0.1",
   tls?: ConnectTlsOptions,
+  proxyHeader?: 1 | 2,
 ): Promise<void> {
   const abort = new AbortController();
   const reply = await withTimeout(
-    request(payload, { hostname, port, signal: abort.signal, tls }),
+    request(payload, {
+      hostname,
+      port,
+      signal: abort.signal,
+      tls,
+      proxyHeader,
+    }),
     ms,
     what,
     () => abort.abort(),
   );
   checkReply(reply, payload, what);
+}
+
+/**
+ * A PROXY v2 header for AF_UNIX STREAM with these two paths (108 bytes
+ * each, cut or padded with zeros): a peer-controlled string that reaches
+ * the server's log.
+ */
+export function proxyV2Unix(
+  source: Uint8Array,
+  destination: Uint8Array,
+): Uint8Array {
+  const header = new Uint8Array(16 + 216);
+  header.set([...V2_SIGNATURE, 0x21, 0x31, 0x00, 216]);
+  header.set(source.subarray(0, 108), 16);
+  header.set(destination.subarray(0, 108), 16 + 108);
+  return header;
+}
+
+/** A PROXY v2 LOCAL header, as a balancer's health check sends it. */
+export function proxyV2Local(): Uint8Array {
+  return new Uint8Array([...V2_SIGNATURE, 0x20, 0x00, 0x00, 0x00]);
 }
 
 /** Whether `err` is what a socket the peer reset or closed throws. */
@@ -695,6 +724,12 @@ export interface BystanderOptions {
   persistent?: boolean;
   /** Speak TLS with these options (a TLS server). @default {undefined} */
   tls?: ConnectTlsOptions;
+  /**
+   * Send a PROXY header of this version first (`--proxy-protocol`).
+   *
+   * @default {undefined}
+   */
+  proxyHeader?: 1 | 2;
 }
 
 /** What the bystanders did. */
@@ -742,7 +777,12 @@ export class Bystanders {
     let conn: Deno.Conn | undefined;
     try {
       if (options.persistent) {
-        conn = await connect({ hostname, port, tls: options.tls });
+        conn = await connect({
+          hostname,
+          port,
+          tls: options.tls,
+          proxyHeader: options.proxyHeader,
+        });
       }
       while (!this.#stopped) {
         const payload = random.bytes(random.logInt(1, maxSize));
@@ -763,6 +803,7 @@ export class Bystanders {
             BYSTANDER_TIMEOUT_MS,
             hostname,
             options.tls,
+            options.proxyHeader,
           );
         }
         this.#report.exchanges++;

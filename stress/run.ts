@@ -23,6 +23,7 @@ import { parseArgs } from "@std/cli/parse-args";
 import { format as formatBytes } from "@std/fmt/bytes";
 import { byteStreamProperty } from "./byte_stream.ts";
 import { descriptorExhaustion } from "./descriptor_exhaustion.ts";
+import { hostile } from "./hostile.ts";
 import { hostileHttp } from "./hostile_http.ts";
 import { logStall } from "./log_stall.ts";
 import { abruptResets } from "./resets.ts";
@@ -143,6 +144,12 @@ export const SCENARIOS: readonly Scenario[] = [
     summary:
       "--metrics under floods, trickled heads, silent and bad requests, unread pages, churn; TCP rate >= 0.7x",
     run: ({ seed }) => hostileHttp({ seed, seconds: 20 }),
+  },
+  {
+    name: "hostile",
+    summary:
+      "the TLS relay's inner port, log injection, balancer checks and a flooded client, all at once, while TLS clients check every byte",
+    run: ({ seed }) => hostile({ seed, seconds: 20 }),
   },
   {
     name: "soak",

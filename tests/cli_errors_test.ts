@@ -66,10 +66,83 @@ Deno.test("a flag without its value is named, exit 1", async () => {
 
 Deno.test("a non-numeric, negative or too large port is refused, exit 1", async () => {
   for (const port of ["abc", "-1", "65536", "1.5"]) {
-    const message = `Invalid port: "${port}" is not an integer from 0 to 65535`;
-    assertError(await runServer(["--port", port]), 1, message);
-    assertError(await runClient(1, ["hi", "--port", port]), 1, message);
+    assertError(
+      await runServer(["--port", port]),
+      1,
+      `Invalid port: "${port}" is not an integer from 0 to 65535`,
+    );
+    assertError(
+      await runClient(1, ["hi", "--port", port]),
+      1,
+      `Invalid port: "${port}" is not an integer from 1 to 65535`,
+    );
   }
+  // A client cannot connect to port 0 (it used to end in a stack trace).
+  assertError(
+    await runClient(1, ["--host", "0.0.0.0", "--port", "0", "x"]),
+    1,
+    'Invalid port: "0" is not an integer from 1 to 65535',
+  );
+});
+
+Deno.test("a --unix path too long for a socket, a switch given a value, and /dev/zero as a PEM file are one line each, exit 1, without reading it all", async () => {
+  const long = `/tmp/${"a".repeat(120)}.sock`;
+  const unix =
+    `Invalid --unix: the path is ${long.length} bytes; a Unix socket path holds at most 107 (use a shorter one, e.g. in /tmp)`;
+  assertError(await runServer(["--unix", long], unixAllow(long)), 1, unix);
+  assertError(
+    await runClient(0, ["x"], { unix: long }),
+    1,
+    unix,
+  );
+  assertError(
+    await runServer(["--once=maybe"]),
+    1,
+    'Invalid --once: "maybe": the flag takes no value',
+  );
+  assertError(
+    await runClient(1, ["--quiet=no", "x"]),
+    1,
+    'Invalid --quiet: "no": the flag takes no value',
+  );
+  assertError(
+    await runServer(
+      ["--cert", "/dev/zero", "--key", "/dev/zero"],
+      ["--allow-net=127.0.0.1:0", "--allow-read=/dev/zero"],
+    ),
+    1,
+    "Not a PEM file: /dev/zero (--cert) is larger than 1 MiB",
+  );
+});
+
+Deno.test("--workers with --port 0 and --allow-net=HOST:0 names the permission it needs; --metrics on another name of the server's own port says so", async () => {
+  assertError(
+    await runServer(
+      ["--host", "127.0.0.1", "--port", "0", "--workers", "2"],
+      [
+        "--allow-net=127.0.0.1:0",
+        `--allow-read=${new URL("src", ROOT).pathname}`,
+      ],
+    ),
+    2,
+    "Permission denied: --port 0 with --workers listens on the port the main thread picks, which needs --allow-net=127.0.0.1 (any port of the host)",
+  );
+  const port = closedPort();
+  assertError(
+    await runServer(
+      [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        String(port),
+        "--metrics",
+        `localhost:${port}`,
+      ],
+      [`--allow-net=127.0.0.1:${port},localhost:${port}`],
+    ),
+    1,
+    `Conflicting flags: --metrics localhost:${port} is the port the server itself listens on (127.0.0.1:${port}): choose another port for --metrics`,
+  );
 });
 
 Deno.test("bad values of the other flags are refused, exit 1", async () => {

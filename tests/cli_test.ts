@@ -6,6 +6,7 @@ import {
   assert,
   assertEquals,
   assertMatch,
+  assertRejects,
   assertStringIncludes,
 } from "@std/assert";
 import { MAXLINE } from "../mod.ts";
@@ -66,6 +67,38 @@ Deno.test("server.ts exits 0 on SIGTERM with a one-line summary", async () => {
     /\nServed 2 connections on 127\.0\.0\.1:\d+: 6 B in, 6 B out, 0 errors, up \S+/,
   );
   assertEquals(out.stderr, "");
+});
+
+Deno.test("server.ts on SIGHUP (its terminal closed) drains like SIGTERM: a transfer in progress finishes, the summary, exit 0, the --unix socket file removed", async () => {
+  {
+    await using server = await ServerProcess.start();
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    await writeAll(conn, utf8("before "));
+    await server.waitForLine(/^received from /);
+    server.child.kill("SIGHUP");
+    await server.waitForLine(/^Shutting down: /);
+    await writeAll(conn, utf8("after"));
+    await conn.closeWrite();
+    assertEquals(text(await readToEnd(conn)), "BEFORE AFTER");
+    const out = await server.finish();
+    assertEquals([out.code, out.stderr], [0, ""]);
+    assertMatch(out.stdout, /\nServed 1 connection on .*: 12 B in, 12 B out/);
+  }
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/upcase.sock`;
+  try {
+    await using server = await ServerProcess.start([], "127.0.0.1", path);
+    server.child.kill("SIGHUP");
+    const out = await server.finish();
+    assertEquals([out.code, out.stderr], [0, ""]);
+    assertMatch(out.stdout, /\nServed 0 connections on \//);
+    await assertRejects(() => Deno.lstat(path), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("client.ts against server.ts --once prints the first MAXLINE bytes and warns of the truncation", async () => {

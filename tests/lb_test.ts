@@ -581,6 +581,48 @@ Deno.test("upcase's text log has no line for HAProxy's check-send-proxy checks, 
   }
 });
 
+Deno.test("HAProxy's most common check (send-proxy-v2 check check-send-proxy, no linger: each check ends with an RST) adds no line to upcase's text log: resets before or right after the header are counted as checks", async () => {
+  if (await missing(HAPROXY)) return;
+  const ports = { port: freePort(), metricsPort: freePort() };
+  await using server = await startUpcase("127.0.0.1", ports);
+  const dir = await Deno.makeTempDir({ prefix: "upcase_haproxy_" });
+  try {
+    const cfg = `${dir}/haproxy.cfg`;
+    await Deno.writeTextFile(
+      cfg,
+      [
+        "defaults",
+        "    mode tcp",
+        "    timeout connect 1s",
+        "    timeout client 5s",
+        "    timeout server 5s",
+        "    timeout check 1s",
+        "frontend f",
+        `    bind 127.0.0.1:${freePort()}`,
+        "    default_backend b",
+        "backend b",
+        `    server s1 127.0.0.1:${ports.port} send-proxy-v2 check check-send-proxy inter 200`,
+        "",
+      ].join("\n"),
+    );
+    const haproxy = new Peer(HAPROXY, ["-db", "-f", cfg], {});
+    // HAProxy checks every 200 ms: 15 checks take about 3 s.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    await haproxy.stop();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const { code, stdout, stderr } = await server.stop();
+  assertEquals([code, stderr], [0, ""]);
+  const lines = stdout.split("\n");
+  assertEquals(lines.length, 4, `more than the start and summary:\n${stdout}`);
+  const summary = lines[3]!;
+  assertEquals(/\d+ errors?/.exec(summary)?.[0], "0 errors", summary);
+  const checks = Number(/(\d+) health checks?/.exec(summary)?.[1] ?? 0) +
+    Number(/(\d+) reset before they were accepted/.exec(summary)?.[1] ?? 0);
+  assertGreater(checks, 5, summary);
+});
+
 Deno.test("a rolling restart behind HAProxy (SIGTERM with --drain-delay, a new server on the same ports) fails no client and loses no byte", async () => {
   if (await missing(HAPROXY, PYTHON)) return;
   // --drain-delay 2 > inter 200 ms x fall 2 + a check, as deploy/haproxy.cfg says.

@@ -23,6 +23,7 @@ import { tlsIdleCutoff } from "../stress/tls_idle_cutoff.ts";
 import { tlsResets } from "../stress/tls_resets.ts";
 import { tlsSlowloris } from "../stress/tls_slowloris.ts";
 import { tlsSlowReader } from "../stress/tls_slow_reader.ts";
+import { hostile } from "../stress/hostile.ts";
 import { hostileHttp } from "../stress/hostile_http.ts";
 import { TLS_MODES } from "../stress/_tls.ts";
 import { countSockets, MiB, resolveSeed, seedLine } from "../stress/_util.ts";
@@ -126,6 +127,11 @@ Deno.test("server.ts --metrics under every side-channel attack at once (floods, 
     minRatio: 0,
   });
   assertEquals(result.errors, 0);
+});
+
+Deno.test("server.ts TLS relay under every attack of issue 19 at once (strays on its inner port, log injection through PROXY v2, balancer checks) and client.ts against a flood: no byte lost, no line unescaped, the relay moves, descriptors come back", async () => {
+  const result = await hostile({ seed: SEED, seconds: 4 });
+  assertGreater(result.cases, 0, "no good exchange");
 });
 
 Deno.test("server.ts whose stdout is piped and never read serves 1,000 sequential and 100 concurrent clients exactly and exits 0 soon after SIGTERM", async () => {

@@ -15,7 +15,13 @@ import {
 } from "../mod.ts";
 import { makeTestCerts, type TestCerts } from "./_certs.ts";
 import { closeQuietly } from "../src/_io.ts";
-import { countSockets, delay, waitUntil } from "../stress/_util.ts";
+import {
+  countDescriptors,
+  countSockets,
+  delay,
+  setOpenFileLimit,
+  waitUntil,
+} from "../stress/_util.ts";
 import {
   assertSameBytes,
   CHILD_TIME_LIMIT_MS,
@@ -25,6 +31,7 @@ import {
   establishedOn,
   expectedUpper,
   expectedUpperUnicode,
+  freePort,
   randomBytes,
   runClient,
   runDeno,
@@ -603,6 +610,129 @@ Deno.test("server.ts with --allow-ffi frees 100 stalled handshakes with shutdown
   assert(after <= before + 2, `descriptors: ${before} -> ${after}`);
   const out = await server.stop();
   assertMatch(out.stdout, /100 failed the TLS handshake/);
+});
+
+/** The TCP ports process `pid` listens on, as `ss -p` sees them. */
+async function listeningPorts(pid: number): Promise<number[]> {
+  const { stdout } = await new Deno.Command("ss", {
+    args: ["-Htlnp"],
+    stdout: "piped",
+  }).output();
+  return text(stdout).split("\n")
+    .filter((line) => line.includes(`pid=${pid},`))
+    .map((line) => Number(/:(\d+)\s/.exec(line)?.[1]));
+}
+
+/** Opens `count` TCP connections to `port` that send nothing. */
+async function openSilent(port: number, count: number): Promise<Deno.Conn[]> {
+  const conns: Deno.Conn[] = [];
+  for (let i = 0; i < count; i++) {
+    conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+  }
+  return conns;
+}
+
+Deno.test("server.ts TLS relay lives through a descriptor shortage: its inner accept loop logs and retries, handshakes that time out give back their --max-conns slots, TLS clients are served after, and SIGTERM prints the summary", async () => {
+  const c = await certs();
+  await using server = await startTlsServer(
+    ["--handshake-timeout", "1", "--max-conns", "40"],
+  );
+  const pid = server.child.pid;
+  // Each relayed client takes three descriptors (its socket, the relay's,
+  // the inner listener's): a few clients, and the next inner accept fails.
+  const before = await countDescriptors(pid);
+  await setOpenFileLimit(pid, before + 16);
+  const silent = await openSilent(server.port, 40);
+  try {
+    await server.waitForLine(
+      /^TLS relay: inner accept failed: Too many open files.*; retrying$/,
+    );
+    // Every one of them is closed at --handshake-timeout, the ones stuck
+    // behind the shortage too.
+    await server.waitForLines(/^TLS handshake failed from /, 40, 20_000);
+  } finally {
+    silent.forEach(closeQuietly);
+  }
+  // The descriptors come back (a client before that could fail, rightly).
+  await waitUntil(
+    async () => await countDescriptors(pid) <= before + 2,
+    10_000,
+    "descriptors back",
+  );
+  // Each slot came back: more clients than --max-conns, one at a time.
+  for (let i = 0; i < 3; i++) {
+    const out = await tlsClient(server.port, ["--ca", c.ca, "hello"]);
+    assertEquals(out.stderr, "");
+    assertEquals(out.code, 0);
+    assertMatch(text(out.stdout), /HELLO/);
+  }
+  const out = await server.stop();
+  assertEquals(out.code, 0);
+  assertMatch(
+    out.stdout,
+    /^Served 3 connections on .*, 40 failed the TLS handshake, up /m,
+  );
+  // Deno's own warning where SSL_CERT_FILE is set (it reads that file
+  // lazily, and may find no descriptor to do it with): not upcase's.
+  assertEquals(
+    out.stderr.split("\n").filter((line) =>
+      line !== "" && !line.startsWith("Warning: Ignoring extra certs from")
+    ),
+    [],
+  );
+});
+
+Deno.test("server.ts TLS relay bounds connections made straight to its inner port: the first is logged, every one counted (summary, /metrics), and at 64 the relay moves to a fresh inner port and goes on serving", async () => {
+  const c = await certs();
+  const metricsPort = freePort();
+  await using server = await startTlsServer(
+    ["--metrics", `127.0.0.1:${metricsPort}`],
+  );
+  await server.waitForLine(/^Serving metrics on /);
+  const pid = server.child.pid;
+  const others = (ports: number[]) =>
+    ports.filter((p) => p !== server.port && p !== metricsPort);
+  const listed = others(await listeningPorts(pid));
+  assertEquals(listed.length, 1, `inner ports: ${listed}`);
+  const inner = listed[0]!;
+  const strays = await openSilent(inner, 64);
+  try {
+    const moved = await server.waitForLine(/^TLS relay: the inner port /);
+    assertMatch(
+      moved,
+      new RegExp(
+        `^TLS relay: the inner port ${inner} took 64 strays: moved to \\d+$`,
+      ),
+    );
+    // One line for the burst, not 64.
+    assertEquals(
+      server.log.filter((line) => line.includes("connected straight to"))
+        .length,
+      1,
+    );
+    // The old inner port is closed (it had no handshake under way) ...
+    await waitUntil(
+      async () => !(await listeningPorts(pid)).includes(inner),
+      10_000,
+      `inner port ${inner} still listening`,
+    );
+    const next = Number(/moved to (\d+)$/.exec(moved)![1]);
+    assertEquals(others(await listeningPorts(pid)), [next]);
+    // ... and TLS clients are served through the new one.
+    const out = await tlsClient(server.port, ["--ca", c.ca, "hello"]);
+    assertEquals([out.code, out.stderr], [0, ""]);
+    assertMatch(text(out.stdout), /HELLO/);
+    const metrics = await (await fetch(
+      `http://127.0.0.1:${metricsPort}/metrics`,
+    )).text();
+    assertMatch(metrics, /^upcase_tls_relay_strays_total 64$/m);
+    assertMatch(metrics, /^upcase_tls_relay_moves_total 1$/m);
+  } finally {
+    strays.forEach(closeQuietly);
+  }
+  const out = await server.stop();
+  assertEquals(out.code, 0);
+  assertMatch(out.stdout, /, 64 strays on the TLS relay's inner port/);
 });
 
 Deno.test("server.ts --cert --key: bad set-up is one line and an exit code before listening", async () => {

@@ -6,6 +6,7 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { closeQuietly } from "../src/_io.ts";
 import { makeTestCerts } from "./_certs.ts";
+import { proxyV2Unix } from "../stress/_util.ts";
 import {
   CHILD_TIME_LIMIT_MS,
   denoRun,
@@ -220,4 +221,41 @@ Deno.test("--trace with --quiet (server) or --bench (client) is a usage error", 
       "error: Conflicting flags: --trace follows one connection and cannot be combined with --bench\n",
     ],
   );
+});
+
+Deno.test("server.ts --trace escapes a peer's control bytes in every text line: a PROXY v2 path cannot forge a line or drive the terminal", async () => {
+  await using server = await ServerProcess.start([
+    "--trace",
+    "--proxy-protocol",
+    "--proxy-from",
+    "127.0.0.1/32",
+  ]);
+  const forged = "received from 6.6.6.6 at PORT 666 (forged)";
+  const path = utf8(`/x\n${forged}\n\x1b[2J\u202e\x07\x7f\u0085`);
+  {
+    using conn = await Deno.connect({
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    await writeAll(conn, proxyV2Unix(path, utf8("/y")));
+    await writeAll(conn, utf8("a\x1b[31mb\nc"));
+    await conn.closeWrite();
+    assertEquals(text(await readToEnd(conn)), "A\x1b[31MB\nC");
+  }
+  await server.waitForLine(/^\[1\] close\(\)/);
+  const { stdout, stderr } = await server.stop();
+  assertEquals(stderr, "");
+  const lines = stdout.split("\n");
+  assertEquals(lines.filter((l) => l.startsWith(forged)), [], stdout);
+  // No control character at all; each shows as \xNN or \u{NNNN}.
+  assert(
+    // deno-lint-ignore no-control-regex
+    !/[\x00-\x1f\x7f-\x9f\u202e]/.test(stdout.replaceAll("\n", "")),
+    stdout,
+  );
+  assertMatch(
+    stdout,
+    /\/x\\x0areceived from 6\.6\.6\.6 at PORT 666 \(forged\)\\x0a\\x1b\[2J\\u\{202e\}\\x07\\x7f\\x85/,
+  );
+  assertMatch(stdout, /read\(\) = 9 bytes "a\\x1b\[31mb\\nc"/);
 });

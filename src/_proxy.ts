@@ -35,6 +35,8 @@ class ProxiedConn implements Conn {
   readonly header: ProxyHeader;
   /** The balancer's own address (the socket's peer), for the trace. */
   readonly proxiedBy: Deno.Addr;
+  /** The socket's own local address (the header may name another). */
+  readonly socketLocalAddr: Deno.Addr;
   #conn: Conn;
   #rest: Uint8Array | undefined;
 
@@ -42,6 +44,7 @@ class ProxiedConn implements Conn {
     this.#conn = conn;
     this.header = header;
     this.proxiedBy = conn.remoteAddr;
+    this.socketLocalAddr = conn.localAddr;
     this.remoteAddr = header.source ?? conn.remoteAddr;
     this.localAddr = header.destination ?? conn.localAddr;
     this.healthCheck = header.command === "local";
@@ -118,9 +121,11 @@ export function proxyLayer(options: ProxyLayerOptions): ConnLayer {
                 } s (--proxy-timeout)`,
               );
             }
-            if (err instanceof Deno.errors.ConnectionReset) {
+            // A reset before any byte: a balancer's check (the kernel drops
+            // the unread header with the RST); after some, a broken header.
+            if (err instanceof Deno.errors.ConnectionReset && received === 0) {
               throw new HeaderAborted(
-                "the client reset the connection before the PROXY header was complete",
+                "the client reset the connection before sending anything",
               );
             }
             throw err;

@@ -337,6 +337,11 @@ class RelayedConn extends TlsStream {
     return (this.#raw as { proxiedBy?: Deno.Addr }).proxiedBy;
   }
 
+  /** The client socket's own local address, if a PROXY header came first. */
+  get socketLocalAddr(): Deno.Addr | undefined {
+    return (this.#raw as { socketLocalAddr?: Deno.Addr }).socketLocalAddr;
+  }
+
   /** Closes the TLS side; the plain sockets once the reply has gone out. */
   close(): void {
     if (this.#closed) throw new Deno.errors.BadResource("Already closed");
@@ -492,7 +497,13 @@ class InnerListener {
 
   /** Hands `conn` to the open waiting for it, or holds it, or lets it go. */
   #route(conn: Deno.TlsConn): void {
-    const port = (conn.remoteAddr as Deno.NetAddr).port;
+    const { hostname, port } = conn.remoteAddr as Deno.NetAddr;
+    // The relay's own sockets come from 127.0.0.1; another local address
+    // with a port of ours is not one of them.
+    if (hostname !== this.addr.hostname) {
+      this.#stray(conn);
+      return;
+    }
     const claim = this.#waiting.get(port);
     if (claim !== undefined) {
       this.#waiting.delete(port);

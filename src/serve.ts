@@ -705,9 +705,11 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       stats.active--;
       if (c.cutOff !== undefined) reason = c.cutOff;
       else if (
-        conn.healthCheck === true && (error === undefined || reason === "reset")
+        conn.healthCheck === true &&
+        (error === undefined || (reason === "reset" && c.bytesIn === 0))
       ) {
-        // A check that ends with an RST (HAProxy without linger) passed.
+        // A check that ends with an RST (HAProxy without linger) passed;
+        // one that sent a request first is a connection like any other.
         reason = "check";
       }
       if (reason === "reset" || reason === "error") stats.errors++;

@@ -297,11 +297,6 @@ export function proxyV2Unix(
   return header;
 }
 
-/** A PROXY v2 LOCAL header, as a balancer's health check sends it. */
-export function proxyV2Local(): Uint8Array {
-  return new Uint8Array([...V2_SIGNATURE, 0x20, 0x00, 0x00, 0x00]);
-}
-
 /** Whether `err` is what a socket the peer reset or closed throws. */
 export function isPeerGone(err: unknown): boolean {
   return err instanceof Deno.errors.ConnectionReset ||

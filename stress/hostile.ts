@@ -5,13 +5,13 @@
 // PROXY protocol, with --trace, so that every attack reaches the text log.
 
 import { closeQuietly } from "../src/_io.ts";
+import { encodeLocalHeader } from "../src/_proxy_header.ts";
 import { denoRun } from "../tests/_util.ts";
 import {
   Bystanders,
   countDescriptors,
   delay,
   handled,
-  proxyV2Local,
   proxyV2Unix,
   type RssFigures,
   RssSampler,
@@ -215,7 +215,7 @@ export async function hostile(
     }),
     // Checks: nothing, a LOCAL header then a close, a header cut short.
     repeat(stop.signal, async () => {
-      const local = proxyV2Local();
+      const local = encodeLocalHeader();
       const conns = [
         ...await openMany(port, 5),
         ...await openMany(port, 5, local),

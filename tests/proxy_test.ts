@@ -476,3 +476,89 @@ Deno.test("server.ts --drain-delay: /healthz answers 503 at once while the serve
     Date.parse(summary.drainStarted);
   assert(drained >= 950 && drained < 3000, `drained ${drained} ms`);
 });
+
+/**
+ * Runs Python: connect to `port`, send `first`, read `reply` bytes back,
+ * wait until `unread()` says the server has taken the bytes, then close with
+ * SO_LINGER 0 (an RST), which Deno cannot send.
+ */
+async function resetAfter(
+  port: number,
+  first: Uint8Array,
+  reply: number,
+): Promise<void> {
+  const script = `
+import socket, struct, sys
+s = socket.create_connection(("127.0.0.1", ${port}))
+s.sendall(bytes.fromhex(sys.argv[1]))
+got = b""
+while len(got) < ${reply}:
+    got += s.recv(65536)
+print(s.getsockname()[1], flush=True)
+sys.stdin.readline()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+`;
+  const hex = Array.from(first, (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+  const child = new Deno.Command("python3", {
+    args: ["-c", script, hex],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(10_000),
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const output = child.stderr.pipeThrough(new TextDecoderStream()).getReader()
+    .read();
+  const clientPort = Number((await lines.read()).value?.trim());
+  // The server's side of it has nothing left unread: the server took it.
+  await waitUntil(
+    async () => {
+      const { stdout } = await new Deno.Command("ss", {
+        args: ["-Htn", "state", "established", `( dport = :${clientPort} )`],
+        stdout: "piped",
+      }).output();
+      return /^0\s/.test(text(stdout).trim());
+    },
+    5000,
+    "the server reading the bytes",
+  );
+  const writer = child.stdin.getWriter();
+  await writer.write(utf8("go\n"));
+  await writer.close();
+  await lines.cancel();
+  const status = await child.status;
+  assert(status.success, (await output).value ?? "");
+}
+
+Deno.test("serve({ proxyProtocol }) counts a reset before any byte as a check, but logs a reset after part of a header, and a LOCAL connection that sent a request and then reset", async () => {
+  const { server, events } = proxiedServer();
+  await using _ = server;
+  const { port } = server.addr;
+  const local = encodeLocalHeader();
+  // A header cut short, then an RST: a broken header, not a check.
+  await resetAfter(port, utf8("PROXY TCP4 1.2.3.4 "), 0);
+  await waitUntil(
+    () => events.some((e) => e.type === "open-error"),
+    5000,
+    "the open-error of the half header",
+  );
+  const half = events.find((e) => e.type === "open-error")!;
+  assert(half.type === "open-error");
+  assertEquals(half.reason, "header");
+  // A LOCAL header, a request and its reply, then an RST: served as itself,
+  // and its reset is an error, not a passing check.
+  await resetAfter(port, concat([local, utf8("hello")]), 5);
+  await waitUntil(
+    () => events.some((e) => e.type === "close"),
+    5000,
+    "the close of the LOCAL connection",
+  );
+  const close = events.find((e) => e.type === "close")!;
+  assert(close.type === "close");
+  assertEquals([close.check, close.reason, close.bytesIn], [true, "reset", 5]);
+  assert(close.error !== undefined);
+  assertEquals(server.stats.closed.check, 0);
+  assertEquals(server.stats.errors, 1);
+});

@@ -36,6 +36,7 @@ export {
 } from "./src/metrics.ts";
 export { toUpperUnicode, UnicodeUpperCaser } from "./src/unicode.ts";
 export {
+  DEFAULT_BACKLOG,
   DEFAULT_GRACE_MS,
   DEFAULT_PROXY_TIMEOUT_MS,
   DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
@@ -49,6 +50,25 @@ export {
   type ServeUnixOptions,
   type ShutdownOptions,
 } from "./src/serve.ts";
+export {
+  type AcceptPauseFault,
+  type BandwidthFault,
+  type CloseFault,
+  type ConnectionFault,
+  type ConnectionFaultBase,
+  type CorruptFault,
+  type Fault,
+  type FaultKind,
+  type FaultPoint,
+  formatFault,
+  type LatencyFault,
+  parseFault,
+  type ResetFault,
+  type SliceFault,
+  type SlowCloseFault,
+  type SlowReadFault,
+  type StallFault,
+} from "./src/_fault_spec.ts";
 export {
   type Latency,
   type LoadMode,

@@ -73,6 +73,19 @@ Options:
   --drain-delay SECONDS  at SIGINT/SIGTERM, answer /healthz with 503 and go on
                          serving this long before the --grace period
                          (default 0)
+  --fault KIND[:KEY=VALUE,...]
+                         misbehave on demand (repeatable): latency:delay=50ms,
+                         bandwidth:rate=64K, slow-read:rate=1K,
+                         slice:min=1,max=4,gap=5ms, stall:after=0|at=2s,
+                         close:after=10, reset:after=100|at=500ms (needs
+                         --allow-ffi), slow-close:delay=500ms,
+                         corrupt:every=1000,skip=16,
+                         accept-pause:for=2s[,every=10s]; each per-connection
+                         one also takes p=0.3 and from=CIDR (see README)
+  --fault-seed N         seed of the faults' choices, to replay a run
+                         (default: a random one, printed on the first line)
+  --backlog N            the kernel's queue of connections not yet accepted
+                         (default ${d.backlog})
   -q, --quiet            no per-connection log lines
   --trace                log each socket call of each connection (accept,
                          read, write, EOF, RST, close) and what TCP did

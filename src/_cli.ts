@@ -57,6 +57,8 @@ export class CliError extends Error {
 export interface FlagSpec {
   string: string[];
   boolean: string[];
+  /** String flags that may be given more than once: arrays. */
+  collect?: string[];
   alias?: Record<string, string>;
 }
 
@@ -110,6 +112,7 @@ export function parseFlags(args: string[], spec: FlagSpec): RawFlags {
   const flags = parseArgs(joined, {
     string: spec.string,
     boolean: spec.boolean,
+    collect: spec.collect ?? [],
     alias: spec.alias ?? {},
     unknown: (arg: string, key?: string) => {
       if (key === undefined) return true; // a positional argument
@@ -124,7 +127,8 @@ export function parseFlags(args: string[], spec: FlagSpec): RawFlags {
     );
   }
   for (const name of spec.string) {
-    if (flags[name] === "") {
+    const value = flags[name];
+    if (value === "" || (Array.isArray(value) && value.includes(""))) {
       throw new CliError(`Missing value for --${name}`, EXIT.USAGE);
     }
   }

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
+import { closeQuietly, errorMessage, sleep, writeAll } from "./_io.ts";
 import { nextAcceptBackoff, resetBeforeAccept } from "./_accept.ts";
 import {
   MAX_BODY_BYTES,
@@ -446,7 +446,7 @@ export class HttpServer {
           // A head that comes in pieces is read at most every
           // PIECE_PAUSE_MS: a byte at a time costs a read (and a parse)
           // per piece, not per byte.
-          if (filled > 0) await pause(PIECE_PAUSE_MS, c.closed.signal);
+          if (filled > 0) await sleep(PIECE_PAUSE_MS, c.closed.signal);
           const n = await conn.read(buffer.subarray(filled));
           if (n === null) break; // the client is done (or gave up)
           if (filled === 0 && c.phase === "idle") {
@@ -468,7 +468,7 @@ export class HttpServer {
           body.set(buffer.subarray(used, used + have));
           used += have;
           for (let got = have; got < head.contentLength;) {
-            if (got > have) await pause(PIECE_PAUSE_MS, c.closed.signal);
+            if (got > have) await sleep(PIECE_PAUSE_MS, c.closed.signal);
             const n = await conn.read(body.subarray(got));
             if (n === null) return; // cut short: nothing to answer
             got += n;
@@ -662,20 +662,6 @@ function longestWaiting(
     }
   }
   return oldest ?? busiest;
-}
-
-/** Resolves after `ms`, or at once when `signal` is aborted. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
 
 function close(c: HttpConnection): void {

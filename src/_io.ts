@@ -58,3 +58,24 @@ export function isPeerGone(err: unknown): boolean {
     err instanceof Deno.errors.BrokenPipe ||
     err instanceof Deno.errors.NotConnected;
 }
+
+/**
+ * Resolves after `ms` milliseconds, or at once when `signal` is aborted (or
+ * `ms` is not positive).
+ *
+ * @param ms How long to wait.
+ * @param signal Ends the wait early.
+ * @returns A promise that resolves (never rejects).
+ */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (ms <= 0 || signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

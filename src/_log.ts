@@ -300,14 +300,22 @@ export function formatEvent(event: ServerEvent): string {
     case "listen":
       return `Accepting ${event.tls ? "TLS " : ""}connections on ${
         formatAddr(event.addr)
-      } ...`;
+      } ...${
+        event.faults === undefined
+          ? ""
+          : ` with faults: ${
+            event.faults.specs.join(" ")
+          } (--fault-seed ${event.faults.seed})`
+      }`;
     case "connect":
       return `received from ${peer(event.remote, event.id)}`;
     case "close": {
       const where = peer(event.remote, event.id);
       const counts = `${plural(event.bytesIn, "byte")} in, ${
         plural(event.bytesOut, "byte")
-      } out`;
+      } out${
+        event.faults === undefined ? "" : ` (fault: ${event.faults.join("; ")})`
+      }`;
       return event.error !== undefined
         ? `error from ${where}: ${event.error} (${counts})`
         : event.cutOff === "idle-timeout"
@@ -338,6 +346,8 @@ export function formatEvent(event: ServerEvent): string {
       return `${
         event.step === "tls" ? "TLS handshake failed" : "PROXY header rejected"
       } from ${peer(event.remote, 0)}: ${event.error}`;
+    case "accept-pause":
+      return `accept() paused for ${event.ms} ms (fault: accept-pause): new clients wait in the kernel's accept queue`;
     case "shutdown":
       return `Shutting down: waiting up to ${event.graceMs / 1000} s for ${
         plural(event.open, "open connection")

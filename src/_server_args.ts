@@ -4,11 +4,13 @@
 
 import { SERV_PORT, SERVER_HOST } from "./constants.ts";
 import {
+  DEFAULT_BACKLOG,
   DEFAULT_GRACE_MS,
   DEFAULT_PROXY_TIMEOUT_MS,
   DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
 } from "./serve.ts";
 import { parseCidrs } from "./_cidr.ts";
+import { FaultSpecError, parseFault } from "./_fault_spec.ts";
 import {
   CliError,
   EXIT,
@@ -66,6 +68,12 @@ export interface ServerCliOptions {
   quiet: boolean;
   /** Log each socket call of each connection. */
   trace: boolean;
+  /** `--fault` specs, validated, as written. */
+  faults: string[];
+  /** The faults' seed; a random one when undefined. */
+  faultSeed: number | undefined;
+  /** The listen queue's length (Deno.listen's `tcpBacklog`). */
+  backlog: number;
   logFormat: LogFormat;
   help: boolean;
   version: boolean;
@@ -95,6 +103,9 @@ export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
   drainDelay: 0,
   quiet: false,
   trace: false,
+  faults: [],
+  faultSeed: undefined,
+  backlog: DEFAULT_BACKLOG,
   logFormat: "text",
   help: false,
   version: false,
@@ -125,7 +136,11 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       "proxy-from",
       "proxy-timeout",
       "drain-delay",
+      "fault",
+      "fault-seed",
+      "backlog",
     ],
+    collect: ["fault"],
     boolean: [
       "once",
       "unicode",
@@ -176,6 +191,9 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     drainDelay: parseSeconds("drain-delay", flags["drain-delay"], d.drainDelay),
     quiet: flags.quiet === true,
     trace: flags.trace === true,
+    faults: parseFaults(flags.fault),
+    faultSeed: parseFaultSeed(flags["fault-seed"]),
+    backlog: parseBacklog(flags.backlog, d.backlog),
     logFormat: parseChoice("log-format", flags["log-format"], [
       "text",
       "json",
@@ -254,6 +272,18 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       EXIT.USAGE,
     );
   }
+  if (options.unix !== undefined && flags.backlog !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --backlog is for TCP and cannot be combined with --unix",
+      EXIT.USAGE,
+    );
+  }
+  if (options.faultSeed !== undefined && options.faults.length === 0) {
+    throw new CliError(
+      "Conflicting flags: --fault-seed goes with --fault",
+      EXIT.USAGE,
+    );
+  }
   if (options.once && options.unicode) {
     throw new CliError(
       "Conflicting flags: --once is the seed's ASCII behaviour and cannot be combined with --unicode",
@@ -261,6 +291,68 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     );
   }
   return options;
+}
+
+/**
+ * Validates each `--fault KIND[:KEY=VALUE,...]`.
+ *
+ * @param value The flag's texts (an array, as it may be repeated).
+ * @returns The specs as written.
+ * @throws {CliError} Naming the bad part of the first bad spec.
+ */
+function parseFaults(value: unknown): string[] {
+  if (value === undefined) return [];
+  const specs = (Array.isArray(value) ? value : [value]).map(String);
+  for (const spec of specs) {
+    try {
+      parseFault(spec);
+    } catch (err: unknown) {
+      if (!(err instanceof FaultSpecError)) throw err;
+      throw new CliError(err.message, EXIT.USAGE);
+    }
+  }
+  return specs;
+}
+
+/**
+ * Validates `--fault-seed`: an unsigned 32-bit integer.
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @returns The seed, or undefined.
+ * @throws {CliError} For anything else.
+ */
+function parseFaultSeed(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  const text = String(value);
+  const seed = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!(seed >= 0 && seed <= 0xffffffff)) {
+    throw new CliError(
+      `Invalid --fault-seed: "${text}" is not a whole number from 0 to 4294967295`,
+      EXIT.USAGE,
+    );
+  }
+  return seed;
+}
+
+/**
+ * Validates `--backlog`: the listen queue, from 1 to 65535.
+ *
+ * @param value The flag's text, or undefined when not given.
+ * @param fallback The length when the flag is absent.
+ * @returns The length.
+ * @throws {CliError} For anything else.
+ */
+function parseBacklog(value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  const text = String(value);
+  const n = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= 65535)) {
+    throw new CliError(
+      `Invalid --backlog: "${text}" is not a whole number from 1 to 65535`,
+      EXIT.USAGE,
+    );
+  }
+  return n;
 }
 
 /**

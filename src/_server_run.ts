@@ -3,6 +3,8 @@
 // Workers, the HTTP side channel, the signals, the drain and the summary.
 // Internal.
 
+import { randomSeed } from "./_fault_plan.ts";
+import { canShutdownSockets } from "./_socket_shutdown.ts";
 import { serve, type ServerEvent, type ServerStats } from "./serve.ts";
 import {
   hasReusePort,
@@ -53,6 +55,7 @@ async function start(
 ) {
   const tls = await readTls(options);
   const common = {
+    ...faultOptions(options),
     once: options.once,
     unicode: options.unicode,
     maxConns: options.maxConns,
@@ -70,6 +73,7 @@ async function start(
         ...tls,
         hostname: options.hostname,
         port: options.port,
+        backlog: options.backlog,
       });
     } catch (err: unknown) {
       throw explainTlsSetupError(err, options) ??
@@ -89,6 +93,29 @@ async function start(
   } catch (err: unknown) {
     throw explainNetworkError(err, { action: "listen", path: unix });
   }
+}
+
+/**
+ * --fault and --fault-seed for serve(): every Worker gets the same seed (one
+ * is picked here when none was given).
+ *
+ * @throws {CliError} For `reset` without `--allow-ffi`, which it needs.
+ */
+function faultOptions(
+  options: ServerCliOptions,
+): { faults?: string[]; faultSeed?: number } {
+  if (options.faults.length === 0) return {};
+  const reset = options.faults.find((spec) => /^reset(?::|$)/.test(spec));
+  if (reset !== undefined && !canShutdownSockets()) {
+    throw new CliError(
+      `Invalid --fault "${reset}": a reset sends a real RST (and no FIN) through FFI, which needs --allow-ffi (on Linux)`,
+      EXIT.USAGE,
+    );
+  }
+  return {
+    faults: options.faults,
+    faultSeed: options.faultSeed ?? randomSeed(),
+  };
 }
 
 /** A certificate and key that TLS cannot use: one line, exit 1. */
@@ -180,8 +207,10 @@ async function startWorkers(
       workers: options.workers,
       serve: {
         ...tls,
+        ...faultOptions(options),
         hostname: options.hostname,
         port: options.port,
+        backlog: options.backlog,
         once: options.once,
         unicode: options.unicode,
         maxConns: options.maxConns,

@@ -19,6 +19,8 @@ const SYMBOLS = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
 } as const;
 
@@ -100,6 +102,56 @@ function fdLimit(): number {
 export function shutdownSockets(
   conns: readonly { localAddr: Deno.Addr; remoteAddr: Deno.Addr }[],
 ): number {
+  return forEachSocket(conns, (fd) => open().symbols.shutdown(fd, SHUT_RDWR));
+}
+
+/** `struct sockaddr` with `sa_family = AF_UNSPEC`: connect() to it dissolves. */
+const UNSPEC = new Uint8Array(16);
+
+/** ioctl(2) request: bytes in a socket's send queue not yet acknowledged. */
+const SIOCOUTQ = 0x5411;
+/** How often, and how long at most, a reset waits for the send queue. */
+const UNSENT_POLL_MS = 5;
+const UNSENT_LIMIT_MS = 1000;
+
+/**
+ * Resets the socket connected between the two addresses of `conn`: an RST
+ * and nothing before it. `connect(fd, AF_UNSPEC)` disconnects a TCP socket
+ * (the kernel sends the RST); SO_LINGER 0 then close() would not do here, as
+ * Deno shuts the write side down (a FIN) before it closes. An RST drops what
+ * the send queue still holds, so it waits (up to 1 s) for the bytes already
+ * written to be acknowledged.
+ *
+ * @param conn The connection, by its socket's addresses.
+ * @returns Whether its socket was found and reset.
+ */
+export async function resetSocket(
+  conn: { localAddr: Deno.Addr; remoteAddr: Deno.Addr },
+): Promise<boolean> {
+  let found = -1;
+  forEachSocket([conn], (fd) => found = fd);
+  if (found < 0) return false;
+  const { symbols } = open();
+  const unsent = new Int32Array(1);
+  const until = performance.now() + UNSENT_LIMIT_MS;
+  while (performance.now() < until) {
+    if (symbols.ioctl(found, BigInt(SIOCOUTQ), unsent) !== 0) break;
+    if (unsent[0] === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, UNSENT_POLL_MS));
+  }
+  // Looked up again: in the meantime the socket may have gone, and its
+  // number been given to another.
+  return forEachSocket(
+    [conn],
+    (fd) => symbols.connect(fd, UNSPEC, UNSPEC.length),
+  ) === 1;
+}
+
+/** Calls `act` on each socket between the two addresses of one of `conns`. */
+function forEachSocket(
+  conns: readonly { localAddr: Deno.Addr; remoteAddr: Deno.Addr }[],
+  act: (fd: number) => void,
+): number {
   const wanted = new Set<string>();
   for (const c of conns) {
     if (c.localAddr.transport !== "tcp" || c.remoteAddr.transport !== "tcp") {
@@ -114,7 +166,7 @@ export function shutdownSockets(
     if (local === undefined) continue;
     const remote = addressOf(fd, true);
     if (remote === undefined || !wanted.has(`${local}/${remote}`)) continue;
-    open().symbols.shutdown(fd, SHUT_RDWR);
+    act(fd);
     done++;
   }
   return done;

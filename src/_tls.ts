@@ -22,7 +22,6 @@ import { nextAcceptBackoff, resetBeforeAccept } from "./_accept.ts";
 import { canShutdownSockets, shutdownSockets } from "./_socket_shutdown.ts";
 import { describeTlsFailure, formatTlsFailure } from "./_tls_errors.ts";
 import type { ProxyHeader } from "./_proxy_header.ts";
-import type { ServerEvent } from "./serve.ts";
 
 /** The server's TLS settings. */
 export interface TlsServerOptions {
@@ -357,11 +356,14 @@ class RelayedConn extends TlsStream {
   }
 }
 
-/** What the relay tells the server: the events it counts and logs. */
-export type RelayEvent = Extract<
-  ServerEvent,
-  { type: "accept-error" | "relay-stray" | "relay-moved" }
->;
+/**
+ * What the relay tells the server: the events it counts and logs (the same
+ * shapes as those of `ServerEvent` in serve.ts, which documents them).
+ */
+export type RelayEvent =
+  | { type: "accept-error"; error: string; listener?: "tls-relay" }
+  | { type: "relay-stray"; remote: Deno.Addr; port: number; logged: boolean }
+  | { type: "relay-moved"; from: number; to: number; strays: number };
 
 /**
  * One inner Deno.listenTls on a loopback port, and the relay's rendezvous

@@ -27,7 +27,8 @@ export interface TraceEvent {
     | "reset"
     | "error"
     | "shutdown"
-    | "close";
+    | "close"
+    | "fault";
   /** The line, in words: what the call did and what TCP did. */
   text: string;
   /** Bytes read or written. */
@@ -70,8 +71,12 @@ export function preview(bytes: Uint8Array): string {
   return `"${out}"${bytes.length > PREVIEW_BYTES ? "..." : ""}`;
 }
 
-/** One event; `seed` only when there is a matching C call. */
-function traceEvent(
+/**
+ * One event; `seed` only when there is a matching C call.
+ *
+ * @returns The event.
+ */
+export function traceEvent(
   id: number,
   side: TraceEvent["side"],
   call: TraceEvent["call"],

@@ -8,6 +8,7 @@
 // (elsewhere SO_REUSEPORT does not spread connections), and Deno.listen's
 // reusePort needs --unstable-net. Internal.
 
+import { formatFault } from "./_fault_spec.ts";
 import type { ServeOptions, ServerEvent, ServerStats } from "./serve.ts";
 import { forgetWorker, sharedLimitCounters } from "./_conn_limit.ts";
 import { ServerTotals } from "./_totals.ts";
@@ -160,7 +161,22 @@ export class WorkerPool {
       for (const slot of pool.#slots) slot.worker.terminate();
       throw err;
     }
-    options.onEvent({ type: "listen", addr, ...tlsMode(pool) }, undefined);
+    const { faults, faultSeed } = options.serve;
+    options.onEvent({
+      type: "listen",
+      addr,
+      ...tlsMode(pool),
+      ...(faults?.length && faultSeed !== undefined
+        ? {
+          faults: {
+            specs: faults.map((f) =>
+              typeof f === "string" ? f : formatFault(f)
+            ),
+            seed: faultSeed,
+          },
+        }
+        : {}),
+    }, undefined);
     return pool;
   }
 

@@ -14,7 +14,17 @@ import type { Conn, ConnLayer, Listener } from "./_conn.ts";
 import { type Connection, ConnectionTable } from "./_connections.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 import { listenTls, type RelayEvent, type TlsAcceptPath } from "./_tls.ts";
-import { ServerTrace, type TraceEvent } from "./_trace.ts";
+import { ServerTrace, type TraceEvent, traceEvent } from "./_trace.ts";
+import {
+  type AcceptPauseFault,
+  type Fault,
+  formatFault,
+  parseFault,
+  validateFault,
+} from "./_fault_spec.ts";
+import { FaultPlan, randomSeed, serverFaults } from "./_fault_plan.ts";
+import { FaultConn } from "./_fault_conn.ts";
+import { resetSocket } from "./_socket_shutdown.ts";
 import {
   chainLayers,
   HeaderAborted,
@@ -41,6 +51,8 @@ export type ServerEvent =
      * their handshake (see {@linkcode ServeOptions.cert}).
      */
     tls?: "shutdown" | "relay";
+    /** The active faults, as `--fault` strings, and their seed. */
+    faults?: { specs: string[]; seed: number };
   }
   | {
     type: "connect";
@@ -76,6 +88,8 @@ export type ServerEvent =
     durationMs: number;
     /** Set for a load balancer's health check (a PROXY v2 LOCAL header). */
     check?: true;
+    /** The faults that hit it, in words (`"reset after 100 B"`). */
+    faults?: string[];
   }
   | {
     type: "refuse";
@@ -152,6 +166,14 @@ export type ServerEvent =
   }
   | {
     /**
+     * An `accept-pause` fault began: nothing is accepted for `ms`
+     * milliseconds; new clients wait in the kernel's queue.
+     */
+    type: "accept-pause";
+    ms: number;
+  }
+  | {
+    /**
      * {@linkcode Server.shutdown} has closed the listener (after taking the
      * clients already waiting in the kernel's accept queue): no new client
      * gets in, the open ones have `graceMs` to finish.
@@ -221,6 +243,24 @@ export interface ServeCommonOptions {
    * @default {undefined} (silent)
    */
   onEvent?: (event: ServerEvent) => void;
+  /**
+   * Misbehave on demand: faults that hit connections (latency, bandwidth,
+   * slow read, slice, stall, close, reset, slow close, corrupt) or the
+   * listener (accept pause), as typed objects or as `--fault` strings
+   * (`"latency:delay=50ms"`). Which faults hit the k-th served connection
+   * depends only on {@linkcode faultSeed}, k and this list. `reset` needs
+   * `--allow-ffi` (on Linux).
+   *
+   * @default {[]}
+   */
+  faults?: readonly (Fault | string)[];
+  /**
+   * The seed of the faults' choices (an unsigned 32-bit integer); a random
+   * one when absent (see {@linkcode Server.faultSeed}).
+   *
+   * @default {undefined}
+   */
+  faultSeed?: number;
 }
 
 /** Options of {@linkcode ServeCommonOptions.proxyProtocol}. */
@@ -284,7 +324,19 @@ export interface ServeOptions extends ServeCommonOptions {
    * @default {10000}
    */
   handshakeTimeout?: number;
+  /**
+   * How many connections the kernel queues before they are accepted
+   * (`listen(2)`'s backlog). A small one shows what a client does when the
+   * server stops accepting (the `accept-pause` fault): the rest wait in
+   * SYN-SENT and connect at their next SYN retry.
+   *
+   * @default {511}
+   */
+  backlog?: number;
 }
+
+/** Default of {@linkcode ServeOptions.backlog}: Deno's, and Linux's usual. */
+export const DEFAULT_BACKLOG = 511;
 
 /** Default of {@linkcode ServeOptions.handshakeTimeout}, in milliseconds. */
 export const DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -399,6 +451,10 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   readonly addr: A;
   /** Resolves once the server has stopped and every connection is closed. */
   readonly finished: Promise<void>;
+  /** The active faults, as `--fault` strings (see {@linkcode ServeCommonOptions.faults}). */
+  readonly faults: readonly string[] = [];
+  /** The seed of the faults' choices; undefined without faults. */
+  readonly faultSeed: number | undefined;
 
   #listener: Listener;
   #once: boolean;
@@ -420,6 +476,15 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   /** Resolved once the accept loop has closed the listener. */
   #listenerClosed = Promise.withResolvers<void>();
   #cleanup: (() => void) | undefined;
+  /** Which faults hit which connection, when there are any. */
+  #plan: FaultPlan | undefined;
+  /** `accept-pause` faults: the listener's own. */
+  #pauses: AcceptPauseFault[] = [];
+  /** Connections served, checks not counted: the k of the fault plan. */
+  #served = 0;
+  #started = performance.now();
+  /** The accept pause last begun (its start, ms after start), for the log. */
+  #lastPause = -1;
 
   /** Use {@linkcode serve} to start a server. */
   constructor(
@@ -441,12 +506,24 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#limit = limit ?? new LocalLimit(this.#maxConns);
     this.#conns = new ConnectionTable(options.idleTimeout ?? 0);
     this.#emit = options.onEvent ?? (() => {});
-    this.#cleanup = cleanup;
-    this.#emit(
-      tls === undefined
-        ? { type: "listen", addr: this.addr }
-        : { type: "listen", addr: this.addr, tls: tls.mode },
+    const faults = (options.faults ?? []).map((f) =>
+      typeof f === "string" ? parseFault(f) : validateFault(f)
     );
+    if (faults.length > 0) {
+      this.faultSeed = options.faultSeed ?? randomSeed();
+      this.#plan = new FaultPlan(faults, this.faultSeed);
+      this.#pauses = serverFaults(faults);
+      this.faults = faults.map(formatFault);
+    }
+    this.#cleanup = cleanup;
+    this.#emit({
+      type: "listen",
+      addr: this.addr,
+      ...(tls === undefined ? {} : { tls: tls.mode }),
+      ...(this.faultSeed === undefined
+        ? {}
+        : { faults: { specs: [...this.faults], seed: this.faultSeed } }),
+    });
     if (tls !== undefined) tls.report = (event) => this.#tlsEvent(event);
     this.finished = this.#acceptLoop();
   }
@@ -504,9 +581,41 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#emit(event);
   }
 
+  /** The next accept, after an accept pause if one is under way. */
+  #accept(): Promise<Conn> {
+    if (this.#pauses.length === 0) return this.#listener.accept();
+    const wait = this.#pauseLeft();
+    if (wait <= 0) return this.#listener.accept();
+    return new Promise((resolve) => setTimeout(resolve, wait)).then(() =>
+      this.#listener.accept()
+    );
+  }
+
+  /** How long the accept pause under way has left, in ms (0: none). */
+  #pauseLeft(): number {
+    const elapsed = performance.now() - this.#started;
+    let left = 0;
+    for (const pause of this.#pauses) {
+      const start = pause.every === undefined
+        ? 0
+        : Math.floor(elapsed / pause.every) * pause.every;
+      if (elapsed >= start && elapsed < start + pause.for) {
+        left = Math.max(left, start + pause.for - elapsed);
+        if (start !== this.#lastPause) {
+          this.#lastPause = start;
+          this.#emit({
+            type: "accept-pause",
+            ms: Math.round(start + pause.for - elapsed),
+          });
+        }
+      }
+    }
+    return left;
+  }
+
   async #acceptLoop(): Promise<void> {
     const listener = this.#listener;
-    let accepting = listener.accept();
+    let accepting = this.#accept();
     let backoff = 0;
     /** Set once shutdown starts: until when the accept queue is drained. */
     let drainEnd: number | undefined;
@@ -531,14 +640,14 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
           // wait for.
           this.#stats.acceptResets++;
           this.#emit({ type: "accept-reset" });
-          accepting = listener.accept();
+          accepting = this.#accept();
           continue;
         }
         // EMFILE and the like: say so, wait a little, keep serving.
         this.#emit({ type: "accept-error", error: errorMessage(err) });
         backoff = nextAcceptBackoff(backoff);
         await new Promise((resolve) => setTimeout(resolve, backoff));
-        accepting = listener.accept();
+        accepting = this.#accept();
         continue;
       } finally {
         quiet?.cancel();
@@ -551,7 +660,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         continue;
       }
       backoff = 0;
-      accepting = listener.accept();
+      accepting = this.#accept();
       this.#admit(conn);
       if (drainEnd !== undefined && Date.now() >= drainEnd) break;
     }
@@ -641,7 +750,28 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   async #handleConnection(c: Connection): Promise<void> {
     const stats = this.#stats;
     const id = ++stats.accepted;
-    if (this.#trace()) {
+    const traced = this.#trace();
+    let faulted: FaultConn | undefined;
+    if (this.#plan !== undefined && c.conn.healthCheck !== true) {
+      const hits = this.#plan.forConnection(
+        ++this.#served,
+        hostOf(c.conn.remoteAddr),
+      );
+      if (hits.faults.length > 0) {
+        faulted = new FaultConn(c.conn, hits, {
+          reset: resetConnection,
+          note: traced
+            ? (text) =>
+              this.#emit({
+                type: "trace",
+                ...traceEvent(id, "server", "fault", text, {}, undefined),
+              })
+            : undefined,
+        });
+        c.conn = faulted;
+      }
+    }
+    if (traced) {
       c.conn = new ServerTrace(
         c.conn,
         id,
@@ -717,6 +847,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       const durationMs = Math.round((performance.now() - started) * 1000) /
         1000;
       this.#durations.observe(durationMs / 1000);
+      // Reply bytes a fault kept back never went out.
+      if (faulted !== undefined) c.bytesOut -= faulted.discarded;
       stats.bytesIn += c.bytesIn;
       stats.bytesOut += c.bytesOut;
       if (c.cutOff === "idle-timeout") stats.idleClosed++;
@@ -732,6 +864,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         reason,
         durationMs,
         ...check,
+        ...(faulted === undefined ? {} : { faults: faulted.said }),
       });
     }
   }
@@ -830,6 +963,7 @@ export function serveTcp(
   const address = {
     hostname: options.hostname ?? SERVER_HOST,
     port: options.port ?? SERV_PORT,
+    tcpBacklog: options.backlog ?? DEFAULT_BACKLOG,
     ...(internals.reusePort ? { reusePort: true } : {}),
   };
   const proxy = proxyLayerOf(options);
@@ -892,4 +1026,24 @@ function timer(ms: number): { promise: Promise<void>; cancel: () => void } {
     id = setTimeout(resolve, ms);
   });
   return { promise, cancel: () => clearTimeout(id) };
+}
+
+/** The client's IP address as text; undefined for a Unix socket. */
+function hostOf(addr: Deno.Addr): string | undefined {
+  return "hostname" in addr ? addr.hostname : undefined;
+}
+
+/**
+ * Sends an RST on a connection's socket (the `reset` fault): found by its
+ * own two addresses, which a PROXY header may have replaced.
+ */
+async function resetConnection(conn: Conn): Promise<void> {
+  const socket = conn as {
+    proxiedBy?: Deno.Addr;
+    socketLocalAddr?: Deno.Addr;
+  };
+  await resetSocket({
+    localAddr: socket.socketLocalAddr ?? conn.localAddr,
+    remoteAddr: socket.proxiedBy ?? conn.remoteAddr,
+  });
 }

@@ -474,7 +474,7 @@ export class ChildLines implements AsyncDisposable {
 
 /** server.ts's first line, with the port it listens on. */
 const LISTEN_LINE =
-  /^Accepting (?:TLS )?connections on (?:.*:(\d+)|\/.*) \.\.\.$/;
+  /^Accepting (?:TLS )?connections on (?:.*:(\d+)|\/.*) \.\.\.(?: with faults: .*)?$/;
 /** The same in the JSON log. */
 const LISTEN_RECORD = /^\{.*"event":"listen","addr":"(?:.*:(\d+)|\/[^"]*)"[,}]/;
 

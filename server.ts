@@ -84,6 +84,9 @@ Options:
                          one also takes p=0.3 and from=CIDR (see README)
   --fault-seed N         seed of the faults' choices, to replay a run
                          (default: a random one, printed on the first line)
+  --fault-api            with --metrics: PUT /faults (a JSON array of --fault
+                         strings) and DELETE /faults change the faults while
+                         the server runs (GET /faults reads them always)
   --backlog N            the kernel's queue of connections not yet accepted
                          (default ${d.backlog})
   -q, --quiet            no per-connection log lines

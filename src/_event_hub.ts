@@ -353,7 +353,7 @@ export class EventHub {
     };
     for (const [key, value] of Object.entries(event)) {
       if (key === "type" || value === undefined) continue;
-      record[key] = key === "remote" || key === "addr"
+      record[key] = key === "remote" || key === "addr" || key === "by"
         ? formatAddr(value as Deno.Addr)
         : value;
     }

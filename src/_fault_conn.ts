@@ -57,8 +57,13 @@ export class FaultConn implements Conn {
   readonly healthCheck?: boolean;
   /** The faults that hit it, in words, for the log. */
   readonly said: string[];
+  /** Their kinds, for the counts. */
+  readonly kinds: string[];
   /** Reply bytes the loop wrote that a stall, close or reset kept back. */
   discarded = 0;
+  /** Resolves once the socket is really closed (after a queued reply). */
+  readonly closed: Promise<void>;
+  #closedNow = Promise.withResolvers<void>();
   #conn: Conn;
   #options: FaultConnOptions;
   #random: () => number;
@@ -111,7 +116,9 @@ export class FaultConn implements Conn {
     if (conn.healthCheck !== undefined) this.healthCheck = conn.healthCheck;
     this.#options = options;
     this.#random = hits.random;
+    this.closed = this.#closedNow.promise;
     this.said = hits.faults.map(describeFault);
+    this.kinds = hits.faults.map((fault) => fault.kind);
     this.#stalled.promise.catch(() => {});
     for (const fault of hits.faults) this.#take(fault);
   }
@@ -409,6 +416,8 @@ export class FaultConn implements Conn {
 
   /** The RST under way: the socket is closed only after it (or a FIN goes). */
   #resetting: Promise<void> | undefined;
+  /** Closed by the loop, its reply still going out (or a slow close). */
+  #lingering = false;
   /** Set when the connection is closed with a read or write under way. */
   #cutOff = false;
 
@@ -431,8 +440,22 @@ export class FaultConn implements Conn {
    * (and a slow close waits); cut off mid-read or mid-write (the idle
    * timeout, the end of a shutdown), it closes at once.
    */
+  /** Reply bytes written to the socket. */
+  get sent(): number {
+    return this.#sent;
+  }
+
   close(): void {
     if (this.#closed.signal.aborted) {
+      // Closed while its reply still goes out: now at once (a shutdown's end).
+      if (this.#lingering) {
+        this.#cutOff = true;
+        this.#cut.abort();
+        this.#stalled.reject(new Deno.errors.BadResource("closed"));
+        closeQuietly(this.#conn);
+        this.#closedNow.resolve();
+        return;
+      }
       throw new Deno.errors.BadResource("Already closed");
     }
     this.#cutOff = this.#busy > 0 || this.#ended === "stall";
@@ -445,13 +468,17 @@ export class FaultConn implements Conn {
       (!this.#cutOff &&
         (this.#pump !== undefined || this.#slowClose !== undefined));
     if (!lingers) {
+      this.#closedNow.resolve();
       this.#conn.close();
       return;
     }
+    this.#lingering = true;
     (async () => {
       if (this.#ended === "reset") {
         await this.#resetting;
         closeQuietly(this.#conn);
+        this.#lingering = false;
+        this.#closedNow.resolve();
         return;
       }
       await this.#drained();
@@ -459,12 +486,11 @@ export class FaultConn implements Conn {
         this.#options.note?.(
           `close() held ${this.#slowClose} ms after the reply (fault: slow-close)`,
         );
-        await new Promise((resolve) => {
-          const id = setTimeout(resolve, this.#slowClose);
-          Deno.unrefTimer(id);
-        });
+        await sleep(this.#slowClose, this.#cut.signal);
       }
       closeQuietly(this.#conn);
+      this.#lingering = false;
+      this.#closedNow.resolve();
     })();
   }
 

@@ -18,6 +18,8 @@ import {
 } from "./metrics.ts";
 import { type EventHub, MAX_PAGES } from "./_event_hub.ts";
 import { PAGE } from "./_page.ts";
+import { FaultSpecError, parseFault } from "./_fault_spec.ts";
+import { escapeLine } from "./_escape.ts";
 import {
   type HttpLimits,
   type HttpRequest,
@@ -54,6 +56,14 @@ export interface ServeMetricsOptions extends Partial<HttpLimits> {
    */
   maxPagesPerAddress?: number;
   /**
+   * The server's faults, for `/faults`: `GET` reads them; `PUT` and
+   * `DELETE` change them only when `replace` is given (`--fault-api`),
+   * else they answer 403.
+   *
+   * @default {undefined} no `/faults` (404)
+   */
+  faults?: FaultControl;
+  /**
    * Called once with the address listened on (with the real port when
    * `port` was 0).
    *
@@ -68,6 +78,38 @@ export interface ServeMetricsOptions extends Partial<HttpLimits> {
    */
   onAcceptError?: (message: string) => void;
 }
+
+/** What `/faults` reads and changes (see {@linkcode ServeMetricsOptions.faults}). */
+export interface FaultControl {
+  /** The active faults, as `--fault` strings, and their seed. */
+  current(): { faults: readonly string[]; seed: number | undefined };
+  /**
+   * Replaces the faults with `specs` (already parsed once here), for the
+   * peer `by`; resolves once every Worker has them.
+   *
+   * @throws {FaultChangeError} For a change the server cannot make.
+   */
+  replace?(specs: string[], by: Deno.NetAddr): Promise<void>;
+}
+
+/** A change of the faults refused, with its HTTP status and one line. */
+export class FaultChangeError extends Error {
+  /** 400, 413 or 422. */
+  readonly status: number;
+
+  /**
+   * @param status The HTTP status to answer.
+   * @param message Why, in one line.
+   */
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = "FaultChangeError";
+    this.status = status;
+  }
+}
+
+/** The largest `PUT /faults` body, in bytes. */
+export const MAX_FAULTS_BODY_BYTES = 16 * 1024;
 
 /** A running side channel, from {@linkcode serveMetrics}. */
 export interface MetricsServer {
@@ -87,6 +129,8 @@ export interface MetricsServer {
 
 /** The methods every route answers; the `Allow` header of a 405. */
 const ALLOWED_METHODS = "GET, HEAD";
+/** ... and `/faults`. */
+const FAULTS_METHODS = "GET, HEAD, PUT, DELETE";
 
 /** What a route handler gets besides the request. */
 interface RouteContext {
@@ -109,18 +153,21 @@ interface RouteContext {
 type RouteHandler = (
   request: HttpRequest,
   context: RouteContext,
-) => HttpResponse;
+) => HttpResponse | Promise<HttpResponse>;
 
 /**
  * Every path the side channel serves, and what answers it. A new page
  * (`/` for a live page, `/events` for its feed) is one more entry here.
  */
-const ROUTES: ReadonlyMap<string, RouteHandler> = new Map([
-  ["/metrics", metrics],
-  ["/healthz", healthz],
-  ["/", page],
-  ["/events", events],
-]);
+const ROUTES: ReadonlyMap<string, RouteHandler> = new Map<string, RouteHandler>(
+  [
+    ["/metrics", metrics],
+    ["/healthz", healthz],
+    ["/", page],
+    ["/events", events],
+    ["/faults", faults],
+  ],
+);
 
 /**
  * Serves `/metrics` and `/healthz` over HTTP/1.1.
@@ -215,13 +262,95 @@ export function serveMetrics(options: ServeMetricsOptions): MetricsServer {
 }
 
 /** Finds the route for a request, or answers 404 or 405. */
-function route(request: HttpRequest, context: RouteContext): HttpResponse {
+function route(
+  request: HttpRequest,
+  context: RouteContext,
+): HttpResponse | Promise<HttpResponse> {
   const handler = ROUTES.get(request.path);
   if (handler === undefined) return text(404, "not found\n");
-  if (request.method !== "GET" && request.method !== "HEAD") {
-    return text(405, "method not allowed\n", { allow: ALLOWED_METHODS });
+  const changes = request.path === "/faults" &&
+    (request.method === "PUT" || request.method === "DELETE");
+  if (request.method !== "GET" && request.method !== "HEAD" && !changes) {
+    return text(405, "method not allowed\n", {
+      allow: request.path === "/faults" ? FAULTS_METHODS : ALLOWED_METHODS,
+    });
   }
   return handler(request, context);
+}
+
+/**
+ * `/faults`: `GET` the active faults and their seed as JSON; with
+ * `--fault-api`, `PUT` a JSON array of `--fault` strings to replace them,
+ * `DELETE` to clear them (each answered with the new state).
+ */
+async function faults(
+  request: HttpRequest,
+  { options }: RouteContext,
+): Promise<HttpResponse> {
+  const control = options.faults;
+  if (control === undefined) return text(404, "not found\n");
+  if (request.method === "GET" || request.method === "HEAD") {
+    return faultState(control);
+  }
+  if (control.replace === undefined) {
+    return text(
+      403,
+      "changing faults needs --fault-api (the metrics address has no authentication)\n",
+    );
+  }
+  let specs: string[] = [];
+  if (request.method === "PUT") {
+    if (request.body.length > MAX_FAULTS_BODY_BYTES) {
+      return text(
+        413,
+        `the body is larger than ${MAX_FAULTS_BODY_BYTES} bytes\n`,
+      );
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(new TextDecoder().decode(request.body));
+    } catch {
+      return text(
+        400,
+        'not JSON: send an array of --fault strings, like ["latency:delay=50ms"]\n',
+      );
+    }
+    if (
+      !Array.isArray(parsed) ||
+      !parsed.every((item) => typeof item === "string")
+    ) {
+      return text(
+        400,
+        'not an array of strings: send ["latency:delay=50ms", ...]\n',
+      );
+    }
+    specs = parsed;
+    for (const [i, spec] of specs.entries()) {
+      try {
+        parseFault(spec);
+      } catch (err: unknown) {
+        if (!(err instanceof FaultSpecError)) throw err;
+        return text(400, `entry ${i}: ${escapeLine(err.message)}\n`);
+      }
+    }
+  }
+  try {
+    await control.replace(specs, request.remote);
+  } catch (err: unknown) {
+    if (!(err instanceof FaultChangeError)) throw err;
+    return text(err.status, `${escapeLine(err.message)}\n`);
+  }
+  return faultState(control);
+}
+
+/** The faults and their seed, as `GET /faults` answers them. */
+function faultState(control: FaultControl): HttpResponse {
+  const { faults, seed } = control.current();
+  return {
+    status: 200,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ faults, seed: seed ?? null }) + "\n",
+  };
 }
 
 /** `GET /metrics`: the exposition of the current snapshot. */

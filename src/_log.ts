@@ -313,16 +313,17 @@ export function formatEvent(event: ServerEvent): string {
       const where = peer(event.remote, event.id);
       const counts = `${plural(event.bytesIn, "byte")} in, ${
         plural(event.bytesOut, "byte")
-      } out${
-        event.faults === undefined ? "" : ` (fault: ${event.faults.join("; ")})`
-      }`;
-      return event.error !== undefined
+      } out`;
+      const faults = event.faults === undefined
+        ? ""
+        : ` (fault: ${event.faults.join("; ")})`;
+      return (event.error !== undefined
         ? `error from ${where}: ${event.error} (${counts})`
         : event.cutOff === "idle-timeout"
         ? `closed ${where} after the idle timeout: ${counts}`
         : event.cutOff === "shutdown"
         ? `closed ${where} at shutdown, still open when the grace period ended: ${counts}`
-        : `closed ${where}: ${counts}`;
+        : `closed ${where}: ${counts}`) + faults;
     }
     case "refuse":
       return `refused ${
@@ -346,6 +347,12 @@ export function formatEvent(event: ServerEvent): string {
       return `${
         event.step === "tls" ? "TLS handshake failed" : "PROXY header rejected"
       } from ${peer(event.remote, 0)}: ${event.error}`;
+    case "faults":
+      return event.faults.length === 0
+        ? `faults cleared by ${peer(event.by, 0)}`
+        : `faults set by ${peer(event.by, 0)}: ${
+          event.faults.join(" ")
+        } (--fault-seed ${event.seed})`;
     case "accept-pause":
       return `accept() paused for ${event.ms} ms (fault: accept-pause): new clients wait in the kernel's accept queue`;
     case "shutdown":
@@ -366,7 +373,7 @@ function eventRecord(event: ServerEvent): Record<string, unknown> {
   const record: Record<string, unknown> = { time: now(), event: event.type };
   for (const [key, value] of Object.entries(event)) {
     if (key === "type") continue;
-    record[key] = key === "remote" || key === "addr"
+    record[key] = key === "remote" || key === "addr" || key === "by"
       ? formatAddr(value as Deno.Addr)
       : value;
   }

@@ -21,7 +21,7 @@ export const PAGE: string = String.raw`<!doctype html>
 <style>
 :root {
   --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg: #fff; --panel: #f6f8fa;
-  --in: #0550ae; --out: #8250df; --bad: #a40e26; --warn: #7d4e00; --ok: #116329;
+  --in: #0550ae; --out: #8250df; --bad: #a40e26; --warn: #7d4e00; --ok: #116329; --fault: #bc4c00;
   font: 14px/1.4 system-ui, "DejaVu Sans", sans-serif; color: var(--fg); background: var(--bg);
 }
 body { margin: 0; padding: 12px 16px 24px; }
@@ -58,6 +58,9 @@ tr[aria-selected="true"] button::before { content: "\25B6\00A0"; }
 .reason-open { color: var(--ok); }
 .reason-reset, .reason-error, .reason-handshake, .reason-header { color: var(--bad); }
 .reason-idle-timeout, .reason-shutdown, .reason-refused { color: var(--warn); }
+.fault, .reason-fault { color: var(--fault); fill: var(--fault); }
+line.fault { stroke: var(--fault); }
+#faults { color: var(--fault); }
 #diagram { background: var(--panel); border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; }
 #d-sub { margin: 0 0 4px; color: var(--muted); }
 #d-svg { display: block; width: 100%; height: auto; background: var(--bg); border: 1px solid var(--line); }
@@ -82,6 +85,7 @@ tr[aria-selected="true"] button::before { content: "\25B6\00A0"; }
   <p id="status" role="status" data-state="connecting">Connecting to the event stream…</p>
   <p id="server"></p>
   <p id="mode"></p>
+  <p id="faults"></p>
 </header>
 <section id="graphs" aria-label="The last five minutes">
   <figure><figcaption>Connections per second</figcaption><svg id="g-conn" viewBox="0 0 340 96" role="img" aria-labelledby="g-conn-text"></svg><p id="g-conn-text"></p></figure>
@@ -116,6 +120,8 @@ const state = {
   previews: false,
   selected: undefined,
   server: "",
+  faults: [],         // the active faults, as --fault strings
+  faultSeed: undefined,
   shutdown: "",
   synthetic: 0,
   live: false,
@@ -147,6 +153,17 @@ function duration(ms) {
   if (ms < 1000) return ms.toFixed(ms < 10 ? 1 : 0) + " ms";
   if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
   return Math.floor(ms / 60000) + " min " + Math.round((ms % 60000) / 1000) + " s";
+}
+
+/** The faults that hit a connection, in words (from its close), or "". */
+function faultWords(c) {
+  if (c.faults) return c.faults.join("; ");
+  return c.faultKinds ? c.faultKinds.join(", ") : "";
+}
+
+/** The words of the fault of the given kind that hit c: "reset after 100 B". */
+function faultSaid(c, kind) {
+  return (c.faults || []).find((f) => f.replace(/ /g, "-").startsWith(kind) || f.startsWith(kind)) || "";
 }
 
 function keyOf(rec) { return (rec.worker === undefined ? "" : rec.worker + ":") + rec.id; }
@@ -186,7 +203,11 @@ function openCount() {
 
 function handle(rec) {
   switch (rec.event) {
-    case "listen": state.server = "Serving on " + rec.addr + (rec.tls ? " (TLS)" : ""); return;
+    case "listen":
+      state.server = "Serving on " + rec.addr + (rec.tls ? " (TLS)" : "");
+      if (rec.faults) { state.faults = rec.faults.specs; state.faultSeed = rec.faults.seed; }
+      return;
+    case "faults": state.faults = rec.faults; state.faultSeed = rec.seed; return;
     case "shutdown": state.shutdown = "Shutting down: up to " + (rec.graceMs / 1000) + " s for " + plural(rec.open, "open connection"); return;
     case "accept-error": state.server = "accept failed: " + rec.error; return;
     case "refuse":
@@ -214,6 +235,7 @@ function handle(rec) {
   switch (rec.event) {
     case "connect":
       c.connected = true; c.remote = rec.remote; c.check = rec.check === true; c.opened = Date.parse(rec.time);
+      if (rec.faultKinds) c.faultKinds = rec.faultKinds;
       return;
     case "trace": {
       c.traced = true;
@@ -240,6 +262,7 @@ function handle(rec) {
       c.end = rec;
       if (!c.remote) c.remote = rec.remote;
       if (rec.check) c.check = true;
+      if (rec.faults) c.faults = rec.faults;
       state.conns.delete(key);
       c.key = key + "~" + (++state.synthetic);
       state.conns.set(c.key, c);
@@ -308,6 +331,7 @@ function renderList() {
     const [bin, bout] = connBytes(c);
     tr.dataset.key = c.key;
     tr.dataset.reason = end.code;
+    if (faultWords(c)) tr.dataset.fault = faultWords(c);
     tr.setAttribute("aria-selected", String(state.selected === c.key));
     const cells = [
       null,
@@ -315,7 +339,8 @@ function renderList() {
       bytes(bin),
       bytes(bout),
       duration(connDuration(c)),
-      end.text + (c.check && end.code !== "check" ? " (health check)" : ""),
+      end.text + (c.check && end.code !== "check" ? " (health check)" : "") +
+        (faultWords(c) ? " (fault: " + faultWords(c) + ")" : ""),
     ];
     cells.forEach((text, i) => {
       const td = document.createElement("td");
@@ -327,7 +352,7 @@ function renderList() {
         td.append(b);
       } else td.textContent = text;
       if (i >= 2 && i <= 4) td.className = "num";
-      if (i === 5) td.className = "why reason-" + end.code;
+      if (i === 5) td.className = "why reason-" + (faultWords(c) && end.code === "eof" ? "fault" : end.code);
       tr.append(td);
     });
     tr.addEventListener("click", () => { state.selected = c.key; render(); });
@@ -341,7 +366,7 @@ function steps(c) {
   const out = [];
   const tls = c.head.concat(c.tail).some((r) => r.call === "handshake");
   let reset = false, finSent = false;
-  const add = (rec, kind, dir, text, call) => out.push({ rec, kind, dir, text, call });
+  const add = (rec, kind, dir, text, call, cls) => out.push({ rec, kind, dir, text, call, cls });
   const traces = c.head.slice();
   if (c.skipped !== undefined) traces.push({ event: "skipped", ...c.skipped });
   traces.push(...c.tail);
@@ -389,6 +414,14 @@ function steps(c) {
         else if (finSent) add(r, "note", "server", "close()", "");
         else add(r, "arrow", "s2c", (tls ? "close_notify + FIN" : "FIN") + (/or RST/.test(r.text) && !/FIN sent, the connection is closed both ways/.test(r.text) ? " (RST if unread data)" : ""), "close()");
         break;
+      case "fault": {
+        const kind = (/\(fault: ([a-z-]+)\)$/.exec(r.text) || [])[1] || "";
+        const said = "fault: " + (faultSaid(c, kind) || kind);
+        if (kind === "reset") { reset = true; add(r, "arrow", "s2c", "RST (" + said + ")", "", "fault"); }
+        else if (kind === "close") { finSent = true; add(r, "arrow", "s2c", "FIN (" + said + ")", "shutdown(SHUT_WR)", "fault"); }
+        else add(r, "note", "server", r.text.replace(/ \(fault: [a-z-]+\)$/, "") + " (" + said + ")", "", "fault");
+        break;
+      }
       case "skipped":
         out.push({ rec: r, kind: "gap", dir: "both", text: "… " + plural(r.count, "socket call") + " left out (" + bytes(r.bytesIn) + " in, " + bytes(r.bytesOut) + " out) …", call: "" });
         break;
@@ -450,17 +483,17 @@ function renderDiagram() {
       const c2s = s.dir === "c2s";
       const line = el("line", {
         x1: c2s ? cx : sx, y1: y, x2: c2s ? sx - 2 : cx + 2, y2: y,
-        class: "arrow " + s.dir, "marker-end": "url(#" + (c2s ? "ah-in" : "ah-out") + ")",
+        class: "arrow " + s.dir + (s.cls ? " " + s.cls : ""), "marker-end": "url(#" + (c2s ? "ah-in" : "ah-out") + ")",
       });
       words = (c2s ? "client → server: " : "server → client: ") + s.text + (s.call ? " (" + s.call + ")" : "");
       line.append(el("title", {}, (c2s ? "client → server: " : "server → client: ") + s.text + (s.call ? ", " + s.call : "")));
       g.append(line);
-      g.append(el("text", { x: (cx + sx) / 2, y: y - 5, class: "lbl" + (s.text === "RST" ? " bad" : "") }, s.text));
+      g.append(el("text", { x: (cx + sx) / 2, y: y - 5, class: "lbl" + (s.cls ? " " + s.cls : s.text === "RST" ? " bad" : "") }, s.text));
       if (s.call) g.append(el("text", { x: (cx + sx) / 2, y: y + 14, class: "call" }, fit(s.call, 50)));
     } else if (s.kind === "note") {
       words = (s.dir === "server" ? "server: " : "") + s.text;
       const x = s.dir === "server" ? sx - 8 : (cx + sx) / 2;
-      g.append(el("text", { x, y: y + 4, class: "note", "text-anchor": s.dir === "server" ? "end" : "middle" }, fit(s.text, s.dir === "server" ? 60 : 72)));
+      g.append(el("text", { x, y: y + 4, class: "note" + (s.cls ? " " + s.cls : ""), "text-anchor": s.dir === "server" ? "end" : "middle" }, fit(s.text, s.dir === "server" ? 60 : 72)));
     } else {
       words = s.text;
       g.append(el("text", { x: (cx + sx) / 2, y: y + 4, class: s.kind === "gap" ? "gap" : "note", "text-anchor": "middle", "font-weight": s.kind === "end" ? 600 : 400 }, fit(s.text, 64)));
@@ -525,6 +558,9 @@ function renderHeader() {
   $("mode").textContent = state.previews
     ? "--trace is on: byte previews shown."
     : "Without --trace: sizes and timing only, no payload.";
+  $("faults").textContent = state.faults.length === 0
+    ? ""
+    : "Faults: " + state.faults.join(", ") + " (--fault-seed " + state.faultSeed + ")";
 }
 
 let pending = false;

@@ -74,6 +74,8 @@ export interface ServerCliOptions {
   faultSeed: number | undefined;
   /** The listen queue's length (Deno.listen's `tcpBacklog`). */
   backlog: number;
+  /** PUT and DELETE /faults on the metrics address change the faults. */
+  faultApi: boolean;
   logFormat: LogFormat;
   help: boolean;
   version: boolean;
@@ -106,6 +108,7 @@ export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
   faults: [],
   faultSeed: undefined,
   backlog: DEFAULT_BACKLOG,
+  faultApi: false,
   logFormat: "text",
   help: false,
   version: false,
@@ -147,6 +150,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       "quiet",
       "trace",
       "proxy-protocol",
+      "fault-api",
       "help",
       "version",
     ],
@@ -194,6 +198,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     faults: parseFaults(flags.fault),
     faultSeed: parseFaultSeed(flags["fault-seed"]),
     backlog: parseBacklog(flags.backlog, d.backlog),
+    faultApi: flags["fault-api"] === true,
     logFormat: parseChoice("log-format", flags["log-format"], [
       "text",
       "json",
@@ -278,9 +283,18 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       EXIT.USAGE,
     );
   }
-  if (options.faultSeed !== undefined && options.faults.length === 0) {
+  if (options.faultApi && options.metrics === undefined) {
     throw new CliError(
-      "Conflicting flags: --fault-seed goes with --fault",
+      "Conflicting flags: --fault-api serves PUT and DELETE /faults on the --metrics address: give --metrics",
+      EXIT.USAGE,
+    );
+  }
+  if (
+    options.faultSeed !== undefined && options.faults.length === 0 &&
+    !options.faultApi
+  ) {
+    throw new CliError(
+      "Conflicting flags: --fault-seed goes with --fault or --fault-api",
       EXIT.USAGE,
     );
   }

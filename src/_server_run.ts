@@ -11,7 +11,12 @@ import {
   missingWorkerReadPermission,
   WorkerPool,
 } from "./_worker_pool.ts";
-import { type MetricsServer, serveMetrics } from "./_http.ts";
+import {
+  FaultChangeError,
+  type FaultControl,
+  type MetricsServer,
+  serveMetrics,
+} from "./_http.ts";
 import { EventHub } from "./_event_hub.ts";
 import {
   CliError,
@@ -104,7 +109,12 @@ async function start(
 function faultOptions(
   options: ServerCliOptions,
 ): { faults?: string[]; faultSeed?: number } {
-  if (options.faults.length === 0) return {};
+  if (options.faults.length === 0) {
+    // --fault-api: one seed for every Worker, whatever comes later.
+    return options.faultApi
+      ? { faultSeed: options.faultSeed ?? randomSeed() }
+      : {};
+  }
   const reset = options.faults.find((spec) => /^reset(?::|$)/.test(spec));
   if (reset !== undefined && !canShutdownSockets()) {
     throw new CliError(
@@ -115,6 +125,39 @@ function faultOptions(
   return {
     faults: options.faults,
     faultSeed: options.faultSeed ?? randomSeed(),
+  };
+}
+
+/**
+ * `/faults` on the metrics address: read always; changed only with
+ * --fault-api, each change logged with the peer that asked.
+ */
+function faultControl(
+  running: Running,
+  options: ServerCliOptions,
+  log: ServerLog,
+  hub: EventHub,
+): FaultControl {
+  return {
+    current: () => ({ faults: running.faults, seed: running.faultSeed }),
+    replace: !options.faultApi ? undefined : async (specs, by) => {
+      const reset = specs.findIndex((spec) => /^reset(?::|$)/.test(spec));
+      if (reset >= 0 && !canShutdownSockets()) {
+        throw new FaultChangeError(
+          422,
+          `entry ${reset}: "${
+            specs[reset]
+          }": a reset sends a real RST through FFI, and this server runs without --allow-ffi`,
+        );
+      }
+      await running.setFaults(specs);
+      logEvent(options, log, hub, {
+        type: "faults",
+        faults: specs,
+        seed: running.faultSeed,
+        by,
+      });
+    },
   };
 }
 
@@ -173,6 +216,9 @@ interface Running {
   readonly addr: Deno.Addr;
   readonly finished: Promise<void>;
   readonly stats: ServerStats;
+  readonly faults: readonly string[];
+  readonly faultSeed: number | undefined;
+  setFaults(specs: string[]): void | Promise<void>;
   shutdown(options: { grace: number }): Promise<void>;
 }
 
@@ -269,8 +315,10 @@ function startMetrics(
   healthy: () => boolean,
   log: ServerLog,
   hub: EventHub,
-  tls: boolean,
+  options: ServerCliOptions,
 ): MetricsServer {
+  const tls = options.cert !== undefined;
+  const faultsPossible = options.faults.length > 0 || options.faultApi;
   const startTimeSeconds = performance.timeOrigin / 1000;
   try {
     return serveMetrics({
@@ -292,10 +340,19 @@ function startMetrics(
               tlsRelay: { strays: stats.relayStrays, moves: stats.relayMoves },
             }
             : {}),
+          ...(faultsPossible
+            ? {
+              faults: {
+                injected: stats.faultsInjected,
+                active: running.faults.length,
+              },
+            }
+            : {}),
         };
       },
       healthy,
       hub,
+      faults: faultControl(running, options, log, hub),
       onAcceptError: (error) =>
         log.note(
           "metrics-accept-error",
@@ -360,7 +417,7 @@ export async function runServer(options: ServerCliOptions): Promise<number> {
       () => signals === 0,
       log,
       hub,
-      options.cert !== undefined,
+      options,
     );
   let drain: ReturnType<typeof setTimeout> | undefined;
   const phases: { drainStarted?: number; closeStarted?: number } = {};

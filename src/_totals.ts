@@ -18,6 +18,13 @@ export class ServerTotals {
       case "connect":
         stats.accepted++;
         stats.active++;
+        for (const kind of event.faultKinds ?? []) {
+          stats.faultsInjected[kind] = (stats.faultsInjected[kind] ?? 0) + 1;
+        }
+        break;
+      case "accept-pause":
+        stats.faultsInjected["accept-pause"] =
+          (stats.faultsInjected["accept-pause"] ?? 0) + 1;
         break;
       case "close":
         stats.active--;
@@ -67,6 +74,7 @@ export class ServerTotals {
     return {
       ...this.#stats,
       closed: { ...this.#stats.closed },
+      faultsInjected: { ...this.#stats.faultsInjected },
       duration: this.#durations.snapshot(),
     };
   }

@@ -74,6 +74,11 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
     case "shutdown":
       server?.shutdown({ grace: message.grace });
       break;
+    case "set-faults":
+      // Checked by the main thread already.
+      server?.setFaults(message.faults);
+      post({ type: "faults-set", id: message.id });
+      break;
     case "crash":
       // For the pool's tests: an uncaught error, as a bug would throw.
       setTimeout(() => {

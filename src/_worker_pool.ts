@@ -31,6 +31,8 @@ export type ToWorker =
     traceFlag: Int32Array;
   }
   | { type: "shutdown"; grace: number }
+  /** Replace the faults; answered with `faults-set` and the same `id`. */
+  | { type: "set-faults"; faults: string[]; id: number }
   | { type: "crash" };
 
 /** Messages from a Worker to the main thread. */
@@ -39,6 +41,8 @@ export type FromWorker =
   | { type: "failed"; name: string; message: string }
   /** Every half second: what its open connections have moved so far. */
   | { type: "open-bytes"; bytesIn: number; bytesOut: number }
+  /** The faults of `set-faults` `id` are in place. */
+  | { type: "faults-set"; id: number }
   | { type: "finished" };
 
 /** Options for {@linkcode WorkerPool.start}. */
@@ -119,6 +123,9 @@ export class WorkerPool {
   #shutdownsSeen = 0;
   #shutdown: Extract<ServerEvent, { type: "shutdown" }> | undefined;
   #allFinished = Promise.withResolvers<void>();
+  /** `set-faults` messages waiting for their Workers' answers, by id. */
+  #faultChanges = new Map<number, { left: Set<Slot>; done: () => void }>();
+  #nextChange = 1;
 
   private constructor(
     options: WorkerPoolOptions,
@@ -220,6 +227,47 @@ export class WorkerPool {
     Atomics.store(this.#traceFlag, 0, on ? 1 : 0);
   }
 
+  /** The faults every Worker has (see {@linkcode WorkerPool.setFaults}). */
+  get faults(): readonly string[] {
+    return this.#serve.faults?.map(String) ?? [];
+  }
+
+  /** The faults' seed, the same in every Worker. */
+  get faultSeed(): number | undefined {
+    return this.#serve.faultSeed;
+  }
+
+  /**
+   * Replaces the faults of every Worker (and of the ones that replace a
+   * Worker that dies); resolves once each running Worker has them.
+   *
+   * @param faults Checked `--fault` strings (see `Server.setFaults`).
+   */
+  async setFaults(faults: string[]): Promise<void> {
+    this.#serve = { ...this.#serve, faults };
+    const id = this.#nextChange++;
+    const left = new Set(this.#slots.filter((s) => !s.finished && !s.died));
+    if (left.size === 0) return;
+    const done = Promise.withResolvers<void>();
+    this.#faultChanges.set(id, { left, done: done.resolve });
+    for (const slot of left) {
+      post(slot.worker, { type: "set-faults", faults, id });
+    }
+    try {
+      await done.promise;
+    } finally {
+      this.#faultChanges.delete(id);
+    }
+  }
+
+  /** A Worker has the faults of change `id` (or is gone). */
+  #faultsSet(id: number, slot: Slot): void {
+    const change = this.#faultChanges.get(id);
+    if (change === undefined) return;
+    change.left.delete(slot);
+    if (change.left.size === 0) change.done();
+  }
+
   /**
    * Makes a Worker throw an uncaught error, as a bug would: for tests of
    * the replacement.
@@ -251,6 +299,8 @@ export class WorkerPool {
         listening.reject(rebuildError(data.name, data.message));
       } else if (data.type === "finished") {
         this.#finish(slot);
+      } else if (data.type === "faults-set") {
+        this.#faultsSet(data.id, slot);
       } else if (data.type === "open-bytes") {
         slot.openIn = data.bytesIn;
         slot.openOut = data.bytesOut;
@@ -301,6 +351,8 @@ export class WorkerPool {
     slot.finished = true;
     slot.died = true;
     slot.worker.terminate();
+    // A change it will not answer; its replacement starts with the faults.
+    for (const id of [...this.#faultChanges.keys()]) this.#faultsSet(id, slot);
     forgetWorker(this.#counts, index);
     this.#totals.lose(slot.open.size);
     this.#options.onWorkerDied(index, error, slot.open.size);
@@ -329,6 +381,7 @@ export class WorkerPool {
   #finish(slot: Slot): void {
     slot.finished = true;
     slot.worker.terminate();
+    for (const id of [...this.#faultChanges.keys()]) this.#faultsSet(id, slot);
     this.#checkFinished();
   }
 

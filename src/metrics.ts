@@ -41,6 +41,8 @@
  * @module
  */
 
+import { FAULT_KINDS } from "./_fault_spec.ts";
+
 /**
  * How a connection ended: one vocabulary shared by the logs and the
  * `upcase_connections_closed_total{reason}` counter.
@@ -158,6 +160,11 @@ export interface MetricsSnapshot {
    * with `--allow-ffi`, which has no relay.
    */
   tlsRelay?: { strays: number; moves: number };
+  /**
+   * With faults (`--fault`, `--fault-api`): those injected since start by
+   * kind, and how many are active.
+   */
+  faults?: { injected: Record<string, number>; active: number };
 }
 
 /** The side channel's numbers, in a {@linkcode MetricsSnapshot}. */
@@ -308,6 +315,8 @@ export class DurationHistogram {
  * | `upcase_http_accept_errors_total` | counter, with `snapshot.http` |
  * | `upcase_tls_relay_strays_total` | counter, with `snapshot.tlsRelay` |
  * | `upcase_tls_relay_moves_total` | counter, with `snapshot.tlsRelay` |
+ * | `upcase_faults_injected_total{fault}` | counter, with `snapshot.faults` |
+ * | `upcase_faults_active` | gauge, with `snapshot.faults` |
  * | `upcase_build_info{version}` | gauge, always 1 |
  * | `process_resident_memory_bytes` | gauge |
  * | `process_start_time_seconds` | gauge |
@@ -483,6 +492,28 @@ export function renderMetrics(
       "Times the TLS relay moved to a fresh inner port after too many strays.",
     );
     sample("upcase_tls_relay_moves_total", tlsRelay.moves);
+  }
+
+  const { faults } = snapshot;
+  if (faults !== undefined) {
+    family(
+      "upcase_faults_injected_total",
+      "counter",
+      "Faults injected since the server started, by kind: connections hit, and accept pauses begun.",
+    );
+    for (const kind of FAULT_KINDS) {
+      sample(
+        "upcase_faults_injected_total",
+        faults.injected[kind] ?? 0,
+        labelSet("fault", kind),
+      );
+    }
+    family(
+      "upcase_faults_active",
+      "gauge",
+      "Faults active now (given with --fault or PUT /faults).",
+    );
+    sample("upcase_faults_active", faults.active);
   }
 
   family(

@@ -61,6 +61,8 @@ export type ServerEvent =
     remote: Deno.Addr;
     /** Set for a load balancer's health check (a PROXY v2 LOCAL header). */
     check?: true;
+    /** The kinds of the faults that hit it (`["latency", "reset"]`). */
+    faultKinds?: string[];
   }
   | {
     type: "close";
@@ -163,6 +165,20 @@ export type ServerEvent =
     error: string;
     /** `"handshake"` for TLS, `"header"` for the PROXY protocol. */
     reason: CloseReason;
+  }
+  | {
+    /**
+     * The faults were replaced (`PUT` or `DELETE /faults` on the metrics
+     * address, with `--fault-api`): connections served from now on get
+     * these.
+     */
+    type: "faults";
+    /** The new faults, as `--fault` strings; empty: cleared. */
+    faults: string[];
+    /** Their seed. */
+    seed: number | undefined;
+    /** The peer that asked. */
+    by: Deno.Addr;
   }
   | {
     /**
@@ -380,6 +396,11 @@ export interface ServerStats {
   /** How often the relay moved to a fresh inner port (`relay-moved`). */
   relayMoves: number;
   /**
+   * Faults injected since start, by kind: connections hit by each
+   * per-connection fault, and accept pauses begun.
+   */
+  faultsInjected: Record<string, number>;
+  /**
    * Connections without a valid PROXY header, or from a peer outside
    * {@linkcode ProxyProtocolOptions.from} (closed, not accepted).
    */
@@ -410,6 +431,7 @@ export function emptyStats(): ServerStats {
     acceptResets: 0,
     relayStrays: 0,
     relayMoves: 0,
+    faultsInjected: {},
     closed: Object.fromEntries(
       CLOSE_REASONS.map((reason) => [reason, 0]),
     ) as Record<CloseReason, number>,
@@ -452,9 +474,16 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   /** Resolves once the server has stopped and every connection is closed. */
   readonly finished: Promise<void>;
   /** The active faults, as `--fault` strings (see {@linkcode ServeCommonOptions.faults}). */
-  readonly faults: readonly string[] = [];
-  /** The seed of the faults' choices; undefined without faults. */
-  readonly faultSeed: number | undefined;
+  get faults(): readonly string[] {
+    return this.#faultSpecs;
+  }
+  /**
+   * The seed of the faults' choices: {@linkcode ServeCommonOptions.faultSeed},
+   * or one picked when faults were first given; undefined before.
+   */
+  get faultSeed(): number | undefined {
+    return this.#faultSeed;
+  }
 
   #listener: Listener;
   #once: boolean;
@@ -478,6 +507,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   #cleanup: (() => void) | undefined;
   /** Which faults hit which connection, when there are any. */
   #plan: FaultPlan | undefined;
+  #faultSpecs: readonly string[] = [];
+  #faultSeed: number | undefined;
   /** `accept-pause` faults: the listener's own. */
   #pauses: AcceptPauseFault[] = [];
   /** Connections served, checks not counted: the k of the fault plan. */
@@ -506,23 +537,18 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#limit = limit ?? new LocalLimit(this.#maxConns);
     this.#conns = new ConnectionTable(options.idleTimeout ?? 0);
     this.#emit = options.onEvent ?? (() => {});
-    const faults = (options.faults ?? []).map((f) =>
-      typeof f === "string" ? parseFault(f) : validateFault(f)
-    );
-    if (faults.length > 0) {
-      this.faultSeed = options.faultSeed ?? randomSeed();
-      this.#plan = new FaultPlan(faults, this.faultSeed);
-      this.#pauses = serverFaults(faults);
-      this.faults = faults.map(formatFault);
+    this.#faultSeed = options.faultSeed;
+    if (options.faults !== undefined && options.faults.length > 0) {
+      this.setFaults(options.faults);
     }
     this.#cleanup = cleanup;
     this.#emit({
       type: "listen",
       addr: this.addr,
       ...(tls === undefined ? {} : { tls: tls.mode }),
-      ...(this.faultSeed === undefined
+      ...(this.#faultSeed === undefined || this.#faultSpecs.length === 0
         ? {}
-        : { faults: { specs: [...this.faults], seed: this.faultSeed } }),
+        : { faults: { specs: [...this.#faultSpecs], seed: this.#faultSeed } }),
     });
     if (tls !== undefined) tls.report = (event) => this.#tlsEvent(event);
     this.finished = this.#acceptLoop();
@@ -539,6 +565,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       bytesIn: this.#stats.bytesIn + open.bytesIn,
       bytesOut: this.#stats.bytesOut + open.bytesOut,
       closed: { ...this.#stats.closed },
+      faultsInjected: { ...this.#stats.faultsInjected },
       duration: this.#durations.snapshot(),
     };
   }
@@ -574,6 +601,35 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     await this.shutdown({ grace: 0 });
   }
 
+  /**
+   * Replaces the faults (see {@linkcode ServeCommonOptions.faults}); an
+   * empty list clears them. Connections served from now on get the new ones;
+   * those already open keep theirs (a stalled one stays stalled). The count
+   * of served connections goes on, and the seed stays: a run replays from
+   * its seed and the order of its changes.
+   *
+   * @param faults The new faults, as typed objects or `--fault` strings.
+   * @throws {FaultSpecError} For a bad fault; nothing is changed then.
+   */
+  setFaults(faults: readonly (Fault | string)[]): void {
+    const parsed = faults.map((f) =>
+      typeof f === "string" ? parseFault(f) : validateFault(f)
+    );
+    if (parsed.length === 0) {
+      this.#plan = undefined;
+      this.#pauses = [];
+      this.#faultSpecs = [];
+      return;
+    }
+    this.#faultSeed ??= randomSeed();
+    this.#plan = new FaultPlan(parsed, this.#faultSeed);
+    this.#pauses = serverFaults(parsed);
+    // An accept pause given now starts now, not at the server's start.
+    this.#started = performance.now();
+    this.#lastPause = -1;
+    this.#faultSpecs = parsed.map(formatFault);
+  }
+
   /** Counts and passes on what the TLS accept path reports. */
   #tlsEvent(event: RelayEvent): void {
     if (event.type === "relay-stray") this.#stats.relayStrays++;
@@ -603,6 +659,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         left = Math.max(left, start + pause.for - elapsed);
         if (start !== this.#lastPause) {
           this.#lastPause = start;
+          this.#stats.faultsInjected["accept-pause"] =
+            (this.#stats.faultsInjected["accept-pause"] ?? 0) + 1;
           this.#emit({
             type: "accept-pause",
             ms: Math.round(start + pause.for - elapsed),
@@ -758,6 +816,10 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
         hostOf(c.conn.remoteAddr),
       );
       if (hits.faults.length > 0) {
+        for (const fault of hits.faults) {
+          stats.faultsInjected[fault.kind] =
+            (stats.faultsInjected[fault.kind] ?? 0) + 1;
+        }
         faulted = new FaultConn(c.conn, hits, {
           reset: resetConnection,
           note: traced
@@ -787,7 +849,13 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     let error: string | undefined;
     let reason: CloseReason = "eof";
     stats.active++;
-    this.#emit({ type: "connect", id, remote, ...check });
+    this.#emit({
+      type: "connect",
+      id,
+      remote,
+      ...check,
+      ...(faulted === undefined ? {} : { faultKinds: faulted.kinds }),
+    });
     // Echoes upper-cased bytes until the client half-closes. One buffer is
     // in use at a time and nothing is read while a write is pending, so a
     // fast sender is held back by TCP flow control, not by the heap. The
@@ -830,6 +898,9 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     } finally {
       buf?.dispose();
       closeQuietly(conn);
+      // A queued reply (latency) or a slow close: the connection is open
+      // until its socket is closed.
+      if (faulted !== undefined) await faulted.closed;
       table.delete(c);
       this.#limit.release();
       stats.active--;
@@ -847,8 +918,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       const durationMs = Math.round((performance.now() - started) * 1000) /
         1000;
       this.#durations.observe(durationMs / 1000);
-      // Reply bytes a fault kept back never went out.
-      if (faulted !== undefined) c.bytesOut -= faulted.discarded;
+      // What went out, not what the loop wrote (a fault may keep some back).
+      if (faulted !== undefined) c.bytesOut = faulted.sent;
       stats.bytesIn += c.bytesIn;
       stats.bytesOut += c.bytesOut;
       if (c.cutOff === "idle-timeout") stats.idleClosed++;

@@ -207,6 +207,21 @@ Deno.test("--fault close sends the first bytes, then FIN (never RST), though the
   assertEquals((await closeOf(events, 1)).bytesOut, 10);
 });
 
+Deno.test("--fault latency with close: the queued reply is cut at the point, and the connection's close says what went out", async () => {
+  const { server, events } = faultyServer([
+    "latency:delay=100ms",
+    "close:after=10",
+  ]);
+  await using _ = server;
+  const payload = randomBytes(1000);
+  const seen = await watch(server.addr.port, payload);
+  assertEquals(seen.reply, expectedUpper(payload.subarray(0, 10)));
+  assertEquals(seen.end, "eof");
+  const close = await closeOf(events, 1);
+  assertEquals(close.bytesOut, 10);
+  assertEquals(close.faults, ["latency 100 ms", "close after 10 B"]);
+});
+
 Deno.test("--fault slow-close holds the final FIN back after the whole reply", async () => {
   const { server } = faultyServer(["slow-close:delay=500ms"]);
   await using _ = server;
@@ -333,7 +348,7 @@ Deno.test("server.ts --fault: a bad spec, reset without --allow-ffi and --fault-
     ],
     [
       ["--fault-seed", "3"],
-      /^error: Conflicting flags: --fault-seed goes with --fault\n$/,
+      /^error: Conflicting flags: --fault-seed goes with --fault or --fault-api\n$/,
     ],
   ];
   for (const [args, message] of cases) {

@@ -723,6 +723,7 @@ interface Locator {
   getAttribute(name: string): Promise<string | null>;
   locator(selector: string, options?: { hasText: string }): Locator;
   click(): Promise<void>;
+  count(): Promise<number>;
 }
 interface Page {
   setDefaultTimeout(ms: number): void;
@@ -793,6 +794,25 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 s.close()
 `;
 
+/** Headless chromium on a fresh profile, that can reach 127.0.0.1 only. */
+async function launch(chromium: Chromium) {
+  const profile = await Deno.makeTempDir({ prefix: "upcase-chromium-" });
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    chromiumSandbox: false,
+    viewport: { width: 1280, height: 860 },
+    args: [
+      "--no-sandbox", // tests run as root here
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+      "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    ],
+  });
+  return { profile, context };
+}
+
 Deno.test({
   name:
     "The live page in chromium lists a half-closed and a reset connection, draws their diagrams and moves its graphs",
@@ -804,20 +824,7 @@ Deno.test({
     const started = Date.now();
     const { server, port, metricsPort } = await startWithMetrics();
     await using _server = server;
-    const profile = await Deno.makeTempDir({ prefix: "upcase-chromium-" });
-    const context = await browser.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      chromiumSandbox: false,
-      viewport: { width: 1280, height: 860 },
-      args: [
-        "--no-sandbox", // tests run as root here
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-      ],
-    });
+    const { profile, context } = await launch(browser);
     const offsite: string[] = [];
     const errors: string[] = [];
     try {
@@ -953,5 +960,73 @@ Deno.test({
       await Deno.remove(profile, { recursive: true });
     }
     assertLessOrEqual(Date.now() - started, 30_000);
+  },
+});
+
+Deno.test({
+  name:
+    "The live page in chromium shows a fault put over HTTP: the active faults in its header, the connection it hit in the list, and its RST in its own words on the diagram",
+  ignore: typeof browser === "string" && !ci,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    if (typeof browser === "string") throw new Error(browser);
+    const { server, port, metricsPort } = await startWithMetrics(
+      ["--fault-api", "--fault-seed", "9"],
+      ["--allow-ffi"],
+    );
+    await using _server = server;
+    const { profile, context } = await launch(browser);
+    const errors: string[] = [];
+    try {
+      const page = context.pages()[0] ?? await context.newPage();
+      page.setDefaultTimeout(STEP_TIMEOUT_MS);
+      page.on("pageerror", (error) => errors.push(error.message));
+      await page.goto(`http://127.0.0.1:${metricsPort}/`);
+      await page.waitForSelector('body[data-live="true"]');
+      const put = await fetch(`http://127.0.0.1:${metricsPort}/faults`, {
+        method: "PUT",
+        body: JSON.stringify(["reset:after=5"]),
+      });
+      assertEquals(put.status, 200, await put.text());
+      await page.locator("#faults", { hasText: "reset:after=5" }).waitFor();
+      assertStringIncludes(
+        await page.locator("#faults").innerText(),
+        "Faults: reset:after=5 (--fault-seed 9)",
+      );
+      // A client: 5 bytes back, then the RST.
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(encoder.encode("hello, world"));
+      const reply = await readToEnd(conn).catch((err: unknown) => {
+        if (!(err instanceof Deno.errors.ConnectionReset)) throw err;
+        return new Uint8Array(0);
+      });
+      conn.close();
+      assertLessOrEqual(reply.length, 5);
+      // Listed as hit from its connect, in words once it closed.
+      const row = page.locator("#rows tr[data-fault]", {
+        hasText: "reset after 5 B",
+      });
+      await row.waitFor();
+      assertStringIncludes(
+        await row.innerText(),
+        "fault: reset after 5 B",
+      );
+      await row.locator("button").click();
+      await page.locator("#d-svg", { hasText: "RST (fault" }).waitFor();
+      const steps = await page.locator("#d-text li").allInnerTexts();
+      assert(
+        steps.some((step) =>
+          step.includes("server → client: RST (fault: reset after 5 B)")
+        ),
+        steps.join(" | "),
+      );
+      const arrow = page.locator("#d-svg line.fault");
+      assertEquals(await arrow.count(), 1);
+      assertEquals(errors, [], "the page threw");
+    } finally {
+      await context.close();
+      await Deno.remove(profile, { recursive: true });
+    }
   },
 });

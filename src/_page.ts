@@ -410,7 +410,7 @@ function steps(c) {
       case "error": add(r, "note", "server", r.text, ""); break;
       case "shutdown": finSent = true; add(r, "arrow", "s2c", "FIN", "shutdown(SHUT_WR)"); break;
       case "close":
-        if (reset) add(r, "note", "server", "close(): frees the socket (it was reset)", "");
+        if (reset || /nothing is sent/.test(r.text)) add(r, "note", "server", "close(): frees the socket (it was reset)", "");
         else if (finSent) add(r, "note", "server", "close()", "");
         else add(r, "arrow", "s2c", (tls ? "close_notify + FIN" : "FIN") + (/or RST/.test(r.text) && !/FIN sent, the connection is closed both ways/.test(r.text) ? " (RST if unread data)" : ""), "close()");
         break;

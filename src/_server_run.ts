@@ -82,7 +82,7 @@ async function start(
       });
     } catch (err: unknown) {
       throw explainTlsSetupError(err, options) ??
-        explainNetworkError(err, { action: "listen", ...options });
+        await explainListenError(err, options);
     }
   }
   try {
@@ -289,8 +289,42 @@ async function startWorkers(
       );
     }
     throw explainTlsSetupError(err, options) ??
-      explainNetworkError(err, { action: "listen", ...options });
+      await explainListenError(err, options);
   }
+}
+
+/**
+ * A TCP listen that failed, in one line. For "address in use", a connect to
+ * the port tells whether a program listens there: when none does, the port
+ * is held by connections in TIME-WAIT that a program without SO_REUSEADDR
+ * left (the seed's server.c), which /proc/net/tcp would show but this
+ * process may not read.
+ */
+async function explainListenError(
+  err: unknown,
+  address: { hostname: string; port: number },
+): Promise<unknown> {
+  if (err instanceof Deno.errors.AddrInUse && address.port !== 0) {
+    let listening = true;
+    try {
+      const probe = await Deno.connect({
+        hostname: address.hostname,
+        port: address.port,
+      });
+      probe.close();
+    } catch (probeErr: unknown) {
+      listening = !(probeErr instanceof Deno.errors.ConnectionRefused);
+    }
+    if (!listening) {
+      return new CliError(
+        `Address in use: no program listens on ${
+          joinHostPort(address.hostname, address.port)
+        } (a connect is refused), so connections in TIME-WAIT hold the port, left by a program that did not set SO_REUSEADDR; they expire within 60 s (or try --port)`,
+        EXIT.NETWORK,
+      );
+    }
+  }
+  return explainNetworkError(err, { action: "listen", ...address });
 }
 
 /**

@@ -129,6 +129,8 @@ export class ServerTrace implements Conn {
   #id: number;
   #emit: (event: TraceEvent) => void;
   #sawEof = false;
+  /** A read or write failed: the connection is gone, close() sends nothing. */
+  #broken = false;
   #closed = false;
   #once: boolean;
 
@@ -195,6 +197,7 @@ export class ServerTrace implements Conn {
     try {
       n = await this.#conn.read(p);
     } catch (err: unknown) {
+      this.#broken = true;
       if (err instanceof Deno.errors.ConnectionReset) {
         this.#event(
           "reset",
@@ -242,7 +245,21 @@ export class ServerTrace implements Conn {
       );
     }, WRITE_WAIT_MS);
     try {
-      const n = await this.#conn.write(p);
+      let n: number;
+      try {
+        n = await this.#conn.write(p);
+      } catch (err: unknown) {
+        this.#broken = true;
+        this.#event(
+          err instanceof Deno.errors.ConnectionReset ? "reset" : "error",
+          err instanceof Deno.errors.ConnectionReset
+            ? "write() failed: ECONNRESET, the client sent RST (it closed with unread data)"
+            : err instanceof Deno.errors.BrokenPipe
+            ? "write() failed: EPIPE, the client is gone (it closed, then its kernel answered with RST)"
+            : `write() failed: ${err instanceof Error ? err.message : err}`,
+        );
+        throw err;
+      }
       const shown = preview(p.subarray(0, n));
       this.#event(
         "write",
@@ -272,7 +289,9 @@ export class ServerTrace implements Conn {
     this.#conn.close();
     this.#event(
       "close",
-      this.#sawEof
+      this.#broken
+        ? "close(): frees the socket; nothing is sent, the connection is gone already (reset)"
+        : this.#sawEof
         ? `close(): FIN sent, the connection is closed both ways${
           this.#conn.tls === true ? " (after close_notify)" : ""
         }`

@@ -196,6 +196,8 @@ export class FaultConn implements Conn {
       throw err;
     }
     if (this.#ended === "reset") return null;
+    // Stalled while this read waited: what came is not taken.
+    if (this.#ended === "stall") return await this.#stalled.promise;
     if (n !== null && this.#slowRead !== undefined) {
       this.#nextRead = Math.max(performance.now(), this.#nextRead) +
         n * 1000 / this.#slowRead;
@@ -243,7 +245,10 @@ export class FaultConn implements Conn {
       `write(${bytes.length} bytes) held ${held} ms (fault: latency)`,
     );
     this.#pump ??= this.#runPump();
-    while (this.#queued > LATENCY_QUEUE_BYTES && !this.#cutOff) {
+    while (
+      this.#queued > LATENCY_QUEUE_BYTES && !this.#cutOff &&
+      this.#pumpError === undefined
+    ) {
       this.#space = Promise.withResolvers();
       await this.#space.promise;
     }
@@ -440,6 +445,11 @@ export class FaultConn implements Conn {
    * (and a slow close waits); cut off mid-read or mid-write (the idle
    * timeout, the end of a shutdown), it closes at once.
    */
+  /** Whether a reset fault sent its RST (the trace's close() then says so). */
+  get resetSent(): boolean {
+    return this.#ended === "reset";
+  }
+
   /** Reply bytes written to the socket. */
   get sent(): number {
     return this.#sent;

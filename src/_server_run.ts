@@ -4,6 +4,7 @@
 // Internal.
 
 import { randomSeed } from "./_fault_plan.ts";
+import { formatFault, parseFault } from "./_fault_spec.ts";
 import { canShutdownSockets } from "./_socket_shutdown.ts";
 import { serve, type ServerEvent, type ServerStats } from "./serve.ts";
 import {
@@ -123,7 +124,8 @@ function faultOptions(
     );
   }
   return {
-    faults: options.faults,
+    // The short form, as the library prints it, from every Worker too.
+    faults: options.faults.map((spec) => formatFault(parseFault(spec))),
     faultSeed: options.faultSeed ?? randomSeed(),
   };
 }

@@ -284,13 +284,17 @@ export class ServerTrace implements Conn {
   }
 
   close(): void {
-    if (this.#closed) throw new Deno.errors.BadResource("Already closed");
+    // Again: the connection below may still be closing (a fault's queued
+    // reply), and a second close cuts that short; else it throws.
+    if (this.#closed) return this.#conn.close();
     this.#closed = true;
     this.#conn.close();
     this.#event(
       "close",
       this.#broken
         ? "close(): frees the socket; nothing is sent, the connection is gone already (reset)"
+        : (this.#conn as { resetSent?: boolean }).resetSent === true
+        ? "close(): frees the socket; no FIN: the reset fault sent an RST already"
         : this.#sawEof
         ? `close(): FIN sent, the connection is closed both ways${
           this.#conn.tls === true ? " (after close_notify)" : ""

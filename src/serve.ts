@@ -641,10 +641,18 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   #accept(): Promise<Conn> {
     if (this.#pauses.length === 0) return this.#listener.accept();
     const wait = this.#pauseLeft();
-    if (wait <= 0) return this.#listener.accept();
-    return new Promise((resolve) => setTimeout(resolve, wait)).then(() =>
-      this.#listener.accept()
-    );
+    const accepting = wait <= 0
+      ? this.#listener.accept()
+      : new Promise((resolve) => setTimeout(resolve, wait)).then(() =>
+        this.#listener.accept()
+      );
+    // An accept that was waiting when a pause began: the client is held
+    // until the pause ends, as the queue's others are.
+    return accepting.then(async (conn) => {
+      const left = this.#pauseLeft();
+      if (left > 0) await new Promise((resolve) => setTimeout(resolve, left));
+      return conn;
+    });
   }
 
   /** How long the accept pause under way has left, in ms (0: none). */

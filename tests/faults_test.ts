@@ -414,3 +414,60 @@ Deno.test("server.ts --fault slice: the seed's client.c reads once and prints on
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("--fault latency: a client that resets while the reply queue is full is closed, not held", async () => {
+  const { server, events } = faultyServer(["latency:delay=1s"]);
+  await using _ = server;
+  const conn = await Deno.connect({ ...LOOPBACK, port: server.addr.port });
+  // Send without reading until the writes stop going through.
+  const chunk = new Uint8Array(64 * 1024).fill(0x61);
+  for (let sent = 0; sent < 64 * 1024 * 1024; sent += chunk.length) {
+    const wrote = await Promise.race([
+      writeAll(conn, chunk).then(() => true),
+      new Promise<false>((resolve) => setTimeout(() => resolve(false), 1000)),
+    ]);
+    if (!wrote) break;
+  }
+  conn.close(); // with replies unread: an RST
+  const close = await closeOf(events, 1);
+  assert(close.error !== undefined || close.reason !== "eof", close.reason);
+  assertEquals(server.stats.active, 0);
+});
+
+Deno.test("--fault stall:at= stops a read already waiting: the client's later FIN gets no FIN back", async () => {
+  const { server } = faultyServer(["stall:at=300ms"]);
+  await using _ = server;
+  using conn = await Deno.connect({ ...LOOPBACK, port: server.addr.port });
+  await writeAll(conn, utf8("hello"));
+  const buf = new Uint8Array(16);
+  let got = "";
+  while (got.length < 5) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error(`EOF after "${got}"`);
+    got += text(buf.subarray(0, n));
+  }
+  assertEquals(got, "HELLO");
+  // The server's read() now waits; the stall strikes at 300 ms.
+  await new Promise((resolve) => setTimeout(resolve, 600));
+  await conn.closeWrite();
+  const end = await Promise.race([
+    conn.read(buf).then((n) => n === null ? "FIN" : "bytes"),
+    new Promise((resolve) => setTimeout(() => resolve("nothing"), 500)),
+  ]);
+  assertEquals(end, "nothing");
+});
+
+Deno.test("--fault accept-pause every=: a client that connects during a pause waits for its end, even when the server was idle", async () => {
+  const { server } = faultyServer(["accept-pause:for=1500ms,every=3s"]);
+  await using _ = server;
+  const start = performance.now();
+  // Into the second pause (3 s to 4.5 s), with the accept of an idle server
+  // waiting since before it.
+  await new Promise((resolve) => setTimeout(resolve, 3500));
+  const connected = performance.now() - start;
+  const seen = await watch(server.addr.port, utf8("late"));
+  assertEquals(text(seen.reply), "LATE");
+  if (connected < 4300) {
+    assertGreaterOrEqual(performance.now() - start, 4400);
+  }
+});

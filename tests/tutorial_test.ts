@@ -250,6 +250,7 @@ function masked(line: string): { text: string; ports: string[] } {
     .replace(/\bup (?:\d+(?:d|h|m|s|ms|µs|ns)\b ?)+/g, "up TIME ")
     // Bulk transfers (step 5) vary in size; small counts must be exact.
     .replace(/\b\d{4,} bytes\b/g, "MANY bytes")
+    .replace(/(?<!\d)\d{3,} packets\b/g, "MANY packets") // tcpdump: as much
     .replace(/\b\d+(?:\.\d+)? [kMGT]B\b/g, "SIZE")
     .replace(
       SOCKET_LINE,

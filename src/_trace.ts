@@ -211,6 +211,13 @@ export class ServerTrace implements Conn {
       }
       throw err;
     }
+    if (n === null && (this.#conn as { resetSent?: boolean }).resetSent) {
+      this.#event(
+        "eof",
+        "read() ends: the reset fault ended the connection (no FIN came from the client)",
+      );
+      return n;
+    }
     if (n === null) {
       this.#sawEof = true;
       this.#event(

@@ -23,7 +23,7 @@ import {
 } from "./_cli.ts";
 import { describeTlsFailure, formatTlsFailure } from "./_tls_errors.ts";
 import { ClientTrace, formatTrace, type TraceEvent } from "./_trace.ts";
-import { closeQuietly, isPeerGone, writeAll } from "./_io.ts";
+import { closeQuietly, concat, isPeerGone, writeAll } from "./_io.ts";
 import { ProgressLine } from "./_progress.ts";
 import { format as formatBytes } from "@std/fmt/bytes";
 import { type ClientCliOptions } from "./_client_args.ts";
@@ -246,20 +246,17 @@ function isAscii(bytes: Uint8Array): boolean {
   return true;
 }
 
-/** `-` and `-i`: the reply ended in a reset. */
-function resetError(received: number, sent: number): CliError {
+/**
+ * `-` and `-i`: the reply ended before its end, the server having `reset`
+ * or `closed` the connection.
+ */
+function lostError(
+  how: "reset" | "closed",
+  received: number,
+  sent: number,
+): CliError {
   return new CliError(
-    `Connection lost: the server reset the connection after ${
-      count(received)
-    } of ${count(sent)} reply bytes`,
-    EXIT.CONNECTION_LOST,
-  );
-}
-
-/** `-` and `-i`: the server closed before the whole reply came. */
-function shortReplyError(received: number, sent: number): CliError {
-  return new CliError(
-    `Connection lost: the server closed the connection after ${
+    `Connection lost: the server ${how} the connection after ${
       count(received)
     } of ${count(sent)} reply bytes`,
     EXIT.CONNECTION_LOST,
@@ -429,10 +426,10 @@ async function sendStdin(options: ClientCliOptions) {
   } finally {
     line?.stop();
   }
-  if (result.reset) throw resetError(result.received, result.sent);
+  if (result.reset) throw lostError("reset", result.received, result.sent);
   if (result.received < result.sent) {
     // Non-ASCII text may come back shorter from a --unicode server.
-    if (result.ascii) throw shortReplyError(result.received, result.sent);
+    if (result.ascii) throw lostError("closed", result.received, result.sent);
     warnIfShort(options, result, result.sent);
   }
 }
@@ -445,25 +442,18 @@ async function* stdinLines(): AsyncGenerator<Uint8Array> {
     let newline = chunk.indexOf(0x0a);
     while (newline !== -1) {
       const line = chunk.subarray(start, newline + 1);
-      yield pending.length > 0 ? concat(pending, line) : line;
+      yield pending.length > 0 ? concat([pending, line]) : line;
       pending = new Uint8Array(0);
       start = newline + 1;
       newline = chunk.indexOf(0x0a, start);
     }
-    pending = concat(pending, chunk.subarray(start));
+    pending = concat([pending, chunk.subarray(start)]);
     if (pending.length >= STDIN_CHUNK_SIZE) {
       yield pending; // a very long line goes out in pieces
       pending = new Uint8Array(0);
     }
   }
   if (pending.length > 0) yield pending;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
 }
 
 /**
@@ -524,7 +514,7 @@ async function interact(options: ClientCliOptions) {
   } catch (err: unknown) {
     if (err instanceof CliError) throw err;
     if (isPeerGone(err) && !deadline.expired) {
-      throw resetError(received, sent);
+      throw lostError("reset", received, sent);
     }
     throw explainExchangeError(err, options, deadline);
   } finally {
@@ -532,7 +522,7 @@ async function interact(options: ClientCliOptions) {
     closeQuietly(conn);
   }
   // Non-ASCII text may come back shorter from a --unicode server.
-  if (received < sent && ascii) throw shortReplyError(received, sent);
+  if (received < sent && ascii) throw lostError("closed", received, sent);
 }
 
 /** `--bench`: the load generator, with a progress line on a terminal. */

@@ -59,8 +59,6 @@ export class FaultConn implements Conn {
   readonly said: string[];
   /** Their kinds, for the counts. */
   readonly kinds: string[];
-  /** Reply bytes the loop wrote that a stall, close or reset kept back. */
-  discarded = 0;
   /** Resolves once the socket is really closed (after a queued reply). */
   readonly closed: Promise<void>;
   #closedNow = Promise.withResolvers<void>();
@@ -218,10 +216,8 @@ export class FaultConn implements Conn {
   async #write(p: Uint8Array): Promise<number> {
     if (this.#pumpError !== undefined) throw this.#pumpError;
     if (this.#ended === "stall") return await this.#stalled.promise;
-    if (this.#ended !== undefined) {
-      this.discarded += p.length;
-      return p.length;
-    }
+    // After a close or reset point the rest is dropped (see `sent`).
+    if (this.#ended !== undefined) return p.length;
     // The loop reuses its buffer: a queued or corrupted reply is a copy.
     const bytes = this.#latency !== undefined || this.#corrupt !== undefined
       ? p.slice()
@@ -306,9 +302,7 @@ export class FaultConn implements Conn {
     let point: Point | undefined;
     const limit = this.#limit;
     if (limit !== undefined && this.#sent + bytes.length >= limit.bytes) {
-      const allowed = Math.max(0, limit.bytes - this.#sent);
-      this.discarded += bytes.length - allowed;
-      bytes = bytes.subarray(0, allowed);
+      bytes = bytes.subarray(0, Math.max(0, limit.bytes - this.#sent));
       point = limit.kind;
     }
     if (this.#bandwidth !== undefined && bytes.length > 0) {
@@ -318,10 +312,7 @@ export class FaultConn implements Conn {
     }
     let first = true;
     while (bytes.length > 0) {
-      if (this.#ended !== undefined || this.#cutOff) {
-        this.discarded += bytes.length;
-        return;
-      }
+      if (this.#ended !== undefined || this.#cutOff) return;
       let size = bytes.length;
       const slice = this.#slice;
       if (slice !== undefined) {

@@ -16,7 +16,7 @@
  * @module
  */
 
-import { closeQuietly, errorMessage, sleep, writeAll } from "./_io.ts";
+import { closeQuietly, concat, errorMessage, sleep, writeAll } from "./_io.ts";
 import { nextAcceptBackoff, resetBeforeAccept } from "./_accept.ts";
 import {
   MAX_BODY_BYTES,
@@ -554,7 +554,7 @@ export class HttpServer {
       "",
       keepAlive,
     );
-    await this.#write(c, headOnly ? head : concat(head, bytes));
+    await this.#write(c, headOnly ? head : concat([head, bytes]));
   }
 
   /** Sends a stream's chunks as they come, until it ends or errors. */
@@ -580,11 +580,11 @@ export class HttpServer {
       await this.#write(
         c,
         chunked
-          ? concat(
+          ? concat([
             encoder.encode(`${value.length.toString(16)}\r\n`),
             value,
             encoder.encode("\r\n"),
-          )
+          ])
           : value,
       );
     }
@@ -667,14 +667,4 @@ function longestWaiting(
 function close(c: HttpConnection): void {
   if (!c.closed.signal.aborted) c.closed.abort();
   closeQuietly(c.conn);
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }

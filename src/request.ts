@@ -7,7 +7,7 @@
  */
 
 import { CLIENT_HOST, SERV_PORT } from "./constants.ts";
-import { closeQuietly, isPeerGone, writeAll } from "./_io.ts";
+import { closeQuietly, concat, isPeerGone, writeAll } from "./_io.ts";
 import { encodeProxyHeader } from "./_proxy_header.ts";
 
 /** Options for {@linkcode connect}. */
@@ -375,16 +375,4 @@ export async function request(
   }
   signal?.throwIfAborted();
   return concat(chunks);
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const chunk of chunks) length += chunk.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }

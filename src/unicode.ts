@@ -14,6 +14,8 @@
  * @module
  */
 
+import { concat } from "./_io.ts";
+
 /**
  * The most bytes one input byte can become: U+0390 (2 bytes) upper-cases to
  * three 2-byte code points.
@@ -61,7 +63,7 @@ export class UnicodeUpperCaser {
   push(chunk: Uint8Array): Uint8Array {
     const input = this.#pending.length === 0
       ? chunk
-      : concat(this.#pending, chunk);
+      : concat([this.#pending, chunk]);
     const out = new Uint8Array(input.length * MAX_EXPANSION);
     let written = 0;
     let i = 0;
@@ -118,7 +120,7 @@ export function toUpperUnicode(input: Uint8Array | string): Uint8Array {
     ? new TextEncoder().encode(input)
     : input;
   const upper = new UnicodeUpperCaser();
-  return concat(upper.push(bytes), upper.flush());
+  return concat([upper.push(bytes), upper.flush()]);
 }
 
 /**
@@ -172,11 +174,4 @@ function sequenceLength(bytes: Uint8Array, i: number): number {
 /** Whether the bytes at `i` begin a character cut off by the end. */
 function isIncomplete(bytes: Uint8Array, i: number): boolean {
   return sequenceLength(bytes, i) === -1;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
 }

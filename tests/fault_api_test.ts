@@ -3,8 +3,15 @@
 // client (Deno's fetch), against server.ts as README runs it.
 
 import { assertEquals, assertMatch } from "@std/assert";
+import {
+  readExactly,
+  roundTrip,
+  startWithMetrics,
+  text,
+  utf8,
+  writeAll,
+} from "./_util.ts";
 import { closeQuietly } from "../src/_io.ts";
-import { readToEnd, startWithMetrics, text, utf8, writeAll } from "./_util.ts";
 
 /** One `/faults` call: its status and body. */
 async function call(
@@ -21,27 +28,13 @@ async function call(
 
 /** A client's whole exchange: send, half-close, read to the end. */
 async function exchange(port: number, message: string): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await writeAll(conn, utf8(message));
-    await conn.closeWrite();
-    return text(await readToEnd(conn));
-  } finally {
-    closeQuietly(conn);
-  }
+  return text(await roundTrip(port, utf8(message)));
 }
 
 /** A round trip on an open connection. */
-async function roundTrip(conn: Deno.Conn, message: string): Promise<string> {
+async function roundTripOn(conn: Deno.Conn, message: string): Promise<string> {
   await writeAll(conn, utf8(message));
-  const buf = new Uint8Array(message.length);
-  let got = 0;
-  while (got < buf.length) {
-    const n = await conn.read(buf.subarray(got));
-    if (n === null) break;
-    got += n;
-  }
-  return text(buf.subarray(0, got));
+  return text(await readExactly(conn, message.length));
 }
 
 Deno.test("GET /faults reads the faults; without --fault-api, PUT and DELETE answer 403 with one line and change nothing", async () => {
@@ -76,7 +69,7 @@ Deno.test("PUT /faults with --fault-api: a new connection gets the fault, an ope
   await using _ = server;
   const open = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
-    assertEquals(await roundTrip(open, "before"), "BEFORE");
+    assertEquals(await roundTripOn(open, "before"), "BEFORE");
     const put = await call(metricsPort, "PUT", '["close:after=2"]');
     assertEquals(put, {
       status: 200,
@@ -87,7 +80,7 @@ Deno.test("PUT /faults with --fault-api: a new connection gets the fault, an ope
     );
     // A new connection gets it; the open one does not.
     assertEquals(await exchange(port, "hello"), "HE");
-    assertEquals(await roundTrip(open, "after"), "AFTER");
+    assertEquals(await roundTripOn(open, "after"), "AFTER");
     assertEquals(JSON.parse((await call(metricsPort, "GET")).body).faults, [
       "close:after=2",
     ]);

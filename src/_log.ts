@@ -354,7 +354,11 @@ export function formatEvent(event: ServerEvent): string {
           event.faults.join(" ")
         } (--fault-seed ${event.seed})`;
     case "accept-pause":
-      return `accept() paused for ${event.ms} ms (fault: accept-pause): new clients wait in the kernel's accept queue`;
+      return `accept() paused for ${
+        event.ms >= 1000
+          ? `${Math.round(event.ms / 100) / 10} s`
+          : `${event.ms} ms`
+      } (fault: accept-pause): new clients wait in the kernel's accept queue`;
     case "shutdown":
       return `Shutting down: waiting up to ${event.graceMs / 1000} s for ${
         plural(event.open, "open connection")

@@ -504,6 +504,8 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
   #wakeAcceptLoop: () => void = () => {};
   /** Resolved once the accept loop has closed the listener. */
   #listenerClosed = Promise.withResolvers<void>();
+  /** Resolved by the first {@linkcode Server.shutdown} call. */
+  #shutdownStarted = Promise.withResolvers<void>();
   #cleanup: (() => void) | undefined;
   /** Which faults hit which connection, when there are any. */
   #plan: FaultPlan | undefined;
@@ -584,6 +586,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     if (!this.#closing) {
       this.#closing = true;
       this.#graceMs = grace;
+      this.#shutdownStarted.resolve();
       this.#wakeAcceptLoop();
     }
     await this.#listenerClosed.promise;
@@ -637,22 +640,40 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     this.#emit(event);
   }
 
-  /** The next accept, after an accept pause if one is under way. */
-  #accept(): Promise<Conn> {
+  /**
+   * The next accept, after an accept pause if one is under way; undefined
+   * when shutdown starts during the pause (the queue's clients then get what
+   * any left in the queue get: a reset when the listener closes).
+   */
+  #accept(): Promise<Conn | undefined> {
     if (this.#pauses.length === 0) return this.#listener.accept();
     const wait = this.#pauseLeft();
     const accepting = wait <= 0
       ? this.#listener.accept()
-      : new Promise((resolve) => setTimeout(resolve, wait)).then(() =>
-        this.#listener.accept()
+      : this.#pause(wait).then((ended) =>
+        ended ? this.#listener.accept() : undefined
       );
     // An accept that was waiting when a pause began: the client is held
     // until the pause ends, as the queue's others are.
     return accepting.then(async (conn) => {
       const left = this.#pauseLeft();
-      if (left > 0) await new Promise((resolve) => setTimeout(resolve, left));
-      return conn;
+      if (conn === undefined || left <= 0 || await this.#pause(left)) {
+        return conn;
+      }
+      closeQuietly(conn);
+      return undefined;
     });
+  }
+
+  /** Waits out an accept pause: true when it ended, false on shutdown. */
+  async #pause(ms: number): Promise<boolean> {
+    const ended = timer(ms);
+    const ok = await Promise.race([
+      ended.promise.then(() => true),
+      this.#shutdownStarted.promise.then(() => false),
+    ]);
+    ended.cancel();
+    return ok;
   }
 
   /** How long the accept pause under way has left, in ms (0: none). */
@@ -695,7 +716,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
       const wake = Promise.withResolvers<void>();
       this.#wakeAcceptLoop = wake.resolve;
       if (this.#closing) wake.resolve();
-      let conn: Conn | void;
+      let conn: Conn | undefined | void;
       try {
         conn = await Promise.race([accepting, quiet?.promise ?? wake.promise]);
       } catch (err: unknown) {
@@ -734,7 +755,7 @@ export class Server<A extends Deno.Addr = Deno.NetAddr> {
     // The socket is closed once the pending accept has ended. A client
     // accepted just as the loop gave up gets what any left in the queue get
     // when the listener closes: a reset.
-    await accepting.then(closeQuietly, () => {});
+    await accepting.then((conn) => conn && closeQuietly(conn), () => {});
     this.#cleanup?.();
     this.#conns.stopSweeping();
     this.#emit({

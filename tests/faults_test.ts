@@ -266,6 +266,25 @@ Deno.test("--fault accept-pause keeps a new client waiting in the kernel's queue
   assert(events.some((e) => e.type === "accept-pause"));
 });
 
+Deno.test("--fault accept-pause: a shutdown during the pause ends it at once, and a queued client gets a reset, not a reply", async () => {
+  const { server } = faultyServer(["accept-pause:for=60s"]);
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: server.addr.port,
+  });
+  await writeAll(conn, utf8("queued"));
+  const started = performance.now();
+  await server.shutdown({ grace: 5_000 });
+  assertLess(performance.now() - started, 2_000);
+  const buf = new Uint8Array(16);
+  const end = await conn.read(buf).then(
+    (n) => n === null ? "eof" : "data",
+    (err) => err instanceof Deno.errors.ConnectionReset ? "reset" : err,
+  );
+  assertEquals(end, "reset");
+  closeQuietly(conn);
+});
+
 Deno.test("--fault p=0.3 hits 300 +- 50 of 1,000 connections, the same ones for the same seed, and from= only clients in its range", async () => {
   const hit = async (seed: number, fault: string) => {
     const { server, events } = faultyServer([fault], { faultSeed: seed });

@@ -26,6 +26,7 @@ Usage:
   deno run --allow-net=HOST:PORT client.ts [options] - < FILE
   deno run --allow-net=HOST:PORT client.ts [options] --interactive
   deno run --allow-net=HOST:PORT client.ts [options] --bench MODE
+  deno run --allow-net=HOST client.ts --udp [options] MESSAGE|-|-i
 
 Modes:
   MESSAGE                prints "Response from server:", then the reply and a
@@ -69,6 +70,12 @@ Options:
   --proxy-protocol v1|v2 send a PROXY protocol header with the connection's
                          addresses first (every mode), for servers behind a
                          load balancer
+  --udp                  send datagrams instead of connecting: MESSAGE is one
+                         datagram, - cuts stdin into datagrams of --size bytes
+                         (default 1472), -i sends one per line; each waits up
+                         to --timeout (default 2 s) for its reply
+  --retries N            --udp: send a datagram again this many times when no
+                         reply came (default 2), then exit 6
   -h, --help             show this help
   -V, --version          show the version
 

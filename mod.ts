@@ -36,6 +36,18 @@ export {
 } from "./src/metrics.ts";
 export { toUpperUnicode, UnicodeUpperCaser } from "./src/unicode.ts";
 export {
+  DEFAULT_UDP_RATE,
+  DROP_REASONS,
+  type DropReason,
+  MAX_UDP_SOURCES,
+  serveUdp,
+  type ServeUdpOptions,
+  UDP_RECEIVE_BUFFER_BYTES,
+  type UdpEvent,
+  UdpServer,
+  type UdpStats,
+} from "./src/serve_udp.ts";
+export {
   DEFAULT_BACKLOG,
   DEFAULT_GRACE_MS,
   DEFAULT_PROXY_TIMEOUT_MS,

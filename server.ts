@@ -29,6 +29,7 @@ Usage:
   deno run --allow-net=HOST:PORT server.ts [options]
   deno run --allow-net=HOST:PORT --allow-read=CERT,KEY server.ts --cert CERT --key KEY [options]
   deno run --allow-net=unix:PATH --allow-read=PATH --allow-write=PATH server.ts --unix PATH [options]
+  deno run --allow-net=127.0.0.1 server.ts --udp --host 127.0.0.1 [options]
 
 Options:
   --host HOST            address or host name to listen on (default ${d.hostname}:
@@ -87,6 +88,12 @@ Options:
   --fault-api            with --metrics: PUT /faults (a JSON array of --fault
                          strings) and DELETE /faults change the faults while
                          the server runs (GET /faults reads them always)
+  --udp                  serve UDP instead of TCP: each datagram is answered
+                         with one datagram, upper-cased; needs --allow-net for
+                         the clients' host with any port (--allow-net=127.0.0.1
+                         for local clients, --allow-net for anyone)
+  --udp-rate N           --udp: replies per second to one source address
+                         (default ${d.udpRate}; 0: no limit)
   --backlog N            the kernel's queue of connections not yet accepted
                          (default ${d.backlog})
   -q, --quiet            no per-connection log lines

@@ -21,6 +21,8 @@ export const EXIT = {
   TIMEOUT: 4,
   /** The peer closed or reset before the reply was complete, or sent too much. */
   CONNECTION_LOST: 5,
+  /** UDP: no reply to a datagram after its retries. */
+  NO_REPLY: 6,
   /** A bug: the stack trace follows. */
   INTERNAL: 70,
 } as const;
@@ -35,6 +37,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   4   timed out
   5   connection lost: closed or reset before the reply was complete, or a
       reply longer than upcase sends
+  6   UDP: no reply to a datagram after --retries (lost, or no server there)
   70  internal error (a bug: please report the stack trace)`;
 
 /** An error the user can fix: one line on stderr and a known exit code. */

@@ -22,6 +22,15 @@ import {
   requirePair,
 } from "./_cli.ts";
 
+/** --udp: how long each datagram waits for its reply, by default. */
+export const DEFAULT_UDP_TIMEOUT_MS = 2_000;
+/** --udp: how many times a datagram is sent again, by default. */
+export const DEFAULT_UDP_RETRIES = 2;
+/** --udp with `-`: the largest datagram, by default (one Ethernet frame). */
+export const DEFAULT_UDP_SIZE = 1_472;
+/** The largest UDP payload over IPv6 (IPv4's is 65,507). */
+export const MAX_UDP_SIZE = 65_527;
+
 /** The client's command-line options, validated. */
 export interface ClientCliOptions {
   /** Server host name or address. */
@@ -64,6 +73,10 @@ export interface ClientCliOptions {
   trace: boolean;
   /** Send a PROXY protocol header of this version first. */
   proxyProtocol: 1 | 2 | undefined;
+  /** Speak UDP: datagrams instead of a connection. */
+  udp: boolean;
+  /** --udp: datagrams sent again after a timeout before giving up. */
+  retries: number;
   /** --tls: the options for connect(), with the files' contents. */
   tlsConnect: ConnectTlsOptions | undefined;
   help: boolean;
@@ -93,6 +106,8 @@ export const CLIENT_DEFAULTS: Readonly<ClientCliOptions> = {
   tlsConnect: undefined,
   trace: false,
   proxyProtocol: undefined,
+  udp: false,
+  retries: DEFAULT_UDP_RETRIES,
   help: false,
   version: false,
 };
@@ -123,8 +138,10 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
       "key",
       "handshake-timeout",
       "proxy-protocol",
+      "retries",
     ],
     boolean: [
+      "udp",
       "interactive",
       "quiet",
       "json",
@@ -181,11 +198,27 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
           "v1"
       ? 1
       : 2,
+    udp: flags.udp === true,
+    retries: parseCount("retries", flags.retries, d.retries),
     help: flags.help === true,
     version: flags.version === true,
   };
+  if (options.udp) {
+    checkUdpFlags(options, flags);
+    // UDP has no EOF: without a limit a lost datagram would wait for ever.
+    if (flags.timeout === undefined) options.timeout = DEFAULT_UDP_TIMEOUT_MS;
+    if (flags.size === undefined) options.size = DEFAULT_UDP_SIZE;
+  } else if (flags.retries !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --retries goes with --udp",
+      EXIT.USAGE,
+    );
+  }
   const benchOnly = ["connections", "duration", "size", "json"]
-    .find((name) => flags[name] !== undefined && flags[name] !== false);
+    .find((name) =>
+      flags[name] !== undefined && flags[name] !== false &&
+      !(name === "size" && options.udp)
+    );
   if (options.bench === undefined && benchOnly !== undefined) {
     throw new CliError(
       `Conflicting flags: --${benchOnly} goes with --bench MODE`,
@@ -262,4 +295,49 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
     );
   }
   return options;
+}
+
+/**
+ * The flags that cannot go with `--udp`.
+ *
+ * @throws {CliError} Naming the first one given.
+ */
+function checkUdpFlags(
+  options: ClientCliOptions,
+  flags: Record<string, unknown>,
+): void {
+  const conflicts: [boolean, string][] = [
+    [options.tls, "--tls: DTLS is not supported"],
+    [options.unix !== undefined, "--unix: UDP goes to an IP address"],
+    [
+      options.proxyProtocol !== undefined,
+      "--proxy-protocol: PROXY headers are for TCP",
+    ],
+    [
+      options.bench !== undefined && options.bench !== "rtt",
+      `--bench ${options.bench}: only rtt has a UDP form`,
+    ],
+  ];
+  const conflict = conflicts.find(([given]) => given);
+  if (conflict !== undefined) {
+    throw new CliError(
+      `Conflicting flags: --udp cannot be combined with ${conflict[1]}`,
+      EXIT.USAGE,
+    );
+  }
+  if (
+    flags.size !== undefined &&
+    !(options.size >= 1 && options.size <= MAX_UDP_SIZE)
+  ) {
+    throw new CliError(
+      `Invalid --size: "${flags.size}": a datagram holds 1 to ${MAX_UDP_SIZE} bytes`,
+      EXIT.USAGE,
+    );
+  }
+  if (options.timeout === 0 && flags.timeout !== undefined) {
+    throw new CliError(
+      'Invalid --timeout: "0": UDP has no EOF, so a lost datagram would be waited for for ever',
+      EXIT.USAGE,
+    );
+  }
 }

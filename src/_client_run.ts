@@ -3,6 +3,7 @@
 // streaming, the interactive loop and the load generator, each failure in
 // one line. Internal.
 
+import { runUdpClient } from "./_udp_client.ts";
 import { MAXLINE } from "./constants.ts";
 import {
   connect,
@@ -614,6 +615,13 @@ function formatReport(r: LoadReport, address: string): string {
  * @returns The exit code.
  */
 export async function runClient(parsed: ClientCliOptions): Promise<number> {
+  if (parsed.udp && parsed.bench === undefined) {
+    if (!parsed.interactive && parsed.message === undefined) {
+      console.error(SEED_USAGE);
+      return EXIT.USAGE;
+    }
+    return await runUdpClient(parsed);
+  }
   const options = { ...parsed, tlsConnect: await loadTls(parsed) };
   if (options.bench !== undefined) return await bench(options);
   if (!options.interactive && options.message === undefined) {

@@ -10,6 +10,7 @@ import {
   DEFAULT_SERVER_HANDSHAKE_TIMEOUT_MS,
 } from "./serve.ts";
 import { parseCidrs } from "./_cidr.ts";
+import { DEFAULT_UDP_RATE } from "./_udp_guard.ts";
 import { FaultSpecError, parseFault } from "./_fault_spec.ts";
 import {
   CliError,
@@ -76,6 +77,10 @@ export interface ServerCliOptions {
   backlog: number;
   /** PUT and DELETE /faults on the metrics address change the faults. */
   faultApi: boolean;
+  /** Serve datagrams (UDP) instead of TCP. */
+  udp: boolean;
+  /** --udp: replies per second to one source address; 0 for no limit. */
+  udpRate: number;
   logFormat: LogFormat;
   help: boolean;
   version: boolean;
@@ -109,6 +114,8 @@ export const SERVER_DEFAULTS: Readonly<ServerCliOptions> = {
   faultSeed: undefined,
   backlog: DEFAULT_BACKLOG,
   faultApi: false,
+  udp: false,
+  udpRate: DEFAULT_UDP_RATE,
   logFormat: "text",
   help: false,
   version: false,
@@ -142,6 +149,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       "fault",
       "fault-seed",
       "backlog",
+      "udp-rate",
     ],
     collect: ["fault"],
     boolean: [
@@ -151,6 +159,7 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       "trace",
       "proxy-protocol",
       "fault-api",
+      "udp",
       "help",
       "version",
     ],
@@ -199,6 +208,8 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     faultSeed: parseFaultSeed(flags["fault-seed"]),
     backlog: parseBacklog(flags.backlog, d.backlog),
     faultApi: flags["fault-api"] === true,
+    udp: flags.udp === true,
+    udpRate: parseCount("udp-rate", flags["udp-rate"], d.udpRate),
     logFormat: parseChoice("log-format", flags["log-format"], [
       "text",
       "json",
@@ -298,6 +309,13 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
       EXIT.USAGE,
     );
   }
+  if (options.udp) checkUdpFlags(options, flags);
+  else if (flags["udp-rate"] !== undefined) {
+    throw new CliError(
+      "Conflicting flags: --udp-rate goes with --udp",
+      EXIT.USAGE,
+    );
+  }
   if (options.once && options.unicode) {
     throw new CliError(
       "Conflicting flags: --once is the seed's ASCII behaviour and cannot be combined with --unicode",
@@ -305,6 +323,54 @@ export function parseServerArgs(args: string[]): ServerCliOptions {
     );
   }
   return options;
+}
+
+/**
+ * The flags that cannot go with `--udp`, each with the reason in one line.
+ *
+ * @throws {CliError} Naming the first one given.
+ */
+function checkUdpFlags(
+  options: ServerCliOptions,
+  flags: Record<string, unknown>,
+): void {
+  const conflicts: [boolean, string][] = [
+    [
+      options.unicode,
+      "--unicode: a Unicode reply can be longer than its request, past the largest datagram, and a reply larger than the request is what a reflection attack wants",
+    ],
+    [
+      options.workers > 1,
+      "--workers: Deno's UDP socket has no SO_REUSEPORT, so a second Worker could not share the port",
+    ],
+    [options.cert !== undefined, "--cert and --key: DTLS is not supported"],
+    [options.proxyProtocol, "--proxy-protocol: PROXY headers are for TCP"],
+    [options.unix !== undefined, "--unix: upcase serves UDP on an IP address"],
+    [
+      flags["max-conns"] !== undefined,
+      "--max-conns: UDP has no connections (--udp-rate limits each source)",
+    ],
+    [
+      flags["idle-timeout"] !== undefined,
+      "--idle-timeout: UDP has no connections to close",
+    ],
+    [
+      flags.grace !== undefined,
+      "--grace: a datagram has nothing to finish; the server stops at once",
+    ],
+    [flags.backlog !== undefined, "--backlog: UDP has no accept queue"],
+    [
+      options.faults.length > 0 || options.faultApi,
+      "--fault and --fault-api: the faults are TCP's",
+    ],
+  ];
+  const conflict = conflicts.find(([given]) => given);
+  if (conflict !== undefined) {
+    throw new CliError(
+      `Conflicting flags: --udp cannot be combined with ${conflict[1]}`,
+      EXIT.USAGE,
+    );
+  }
 }
 
 /**

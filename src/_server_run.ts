@@ -30,6 +30,7 @@ import { LineWriter, ServerLog } from "./_log.ts";
 import { errorMessage } from "./_io.ts";
 import { VERSION } from "./version.ts";
 import { type ServerCliOptions } from "./_server_args.ts";
+import { runUdpServer } from "./_udp_run.ts";
 
 /** The signals that stop the server gracefully (a second one: at once). */
 const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
@@ -431,6 +432,7 @@ function startMetrics(
  * @returns The exit code.
  */
 export async function runServer(options: ServerCliOptions): Promise<number> {
+  if (options.udp) return await runUdpServer(options);
   const log = new ServerLog(new LineWriter(Deno.stdout), {
     format: options.logFormat,
     quiet: options.quiet,

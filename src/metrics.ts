@@ -165,6 +165,22 @@ export interface MetricsSnapshot {
    * kind, and how many are active.
    */
   faults?: { injected: Record<string, number>; active: number };
+  /** `--udp`: the datagram counters (see `UdpStats`). */
+  udp?: UdpSnapshot;
+}
+
+/** The UDP server's numbers, in a {@linkcode MetricsSnapshot}. */
+export interface UdpSnapshot {
+  /** Datagrams received. */
+  received: number;
+  /** Datagrams sent back. */
+  sent: number;
+  /** Bytes received. */
+  bytesIn: number;
+  /** Bytes sent back. */
+  bytesOut: number;
+  /** Datagrams left unanswered, by reason. */
+  dropped: Record<string, number>;
 }
 
 /** The side channel's numbers, in a {@linkcode MetricsSnapshot}. */
@@ -317,6 +333,11 @@ export class DurationHistogram {
  * | `upcase_tls_relay_moves_total` | counter, with `snapshot.tlsRelay` |
  * | `upcase_faults_injected_total{fault}` | counter, with `snapshot.faults` |
  * | `upcase_faults_active` | gauge, with `snapshot.faults` |
+ * | `upcase_datagrams_received_total` | counter, with `snapshot.udp` |
+ * | `upcase_datagrams_sent_total` | counter, with `snapshot.udp` |
+ * | `upcase_datagrams_dropped_total{reason}` | counter, with `snapshot.udp` |
+ * | `upcase_datagram_bytes_received_total` | counter, with `snapshot.udp` |
+ * | `upcase_datagram_bytes_sent_total` | counter, with `snapshot.udp` |
  * | `upcase_build_info{version}` | gauge, always 1 |
  * | `process_resident_memory_bytes` | gauge |
  * | `process_start_time_seconds` | gauge |
@@ -514,6 +535,46 @@ export function renderMetrics(
       "Faults active now (given with --fault or PUT /faults).",
     );
     sample("upcase_faults_active", faults.active);
+  }
+
+  const { udp } = snapshot;
+  if (udp !== undefined) {
+    family(
+      "upcase_datagrams_received_total",
+      "counter",
+      "UDP datagrams received since the server started.",
+    );
+    sample("upcase_datagrams_received_total", udp.received);
+    family(
+      "upcase_datagrams_sent_total",
+      "counter",
+      "UDP datagrams sent back since the server started.",
+    );
+    sample("upcase_datagrams_sent_total", udp.sent);
+    family(
+      "upcase_datagrams_dropped_total",
+      "counter",
+      "UDP datagrams left unanswered, by reason: reflecting-port (the source port of a service that answers), broadcast-source, rate (past --udp-rate), permission (--allow-net), send-error.",
+    );
+    for (const [reason, count] of Object.entries(udp.dropped)) {
+      sample(
+        "upcase_datagrams_dropped_total",
+        count,
+        labelSet("reason", reason),
+      );
+    }
+    family(
+      "upcase_datagram_bytes_received_total",
+      "counter",
+      "Bytes received in UDP datagrams since the server started.",
+    );
+    sample("upcase_datagram_bytes_received_total", udp.bytesIn);
+    family(
+      "upcase_datagram_bytes_sent_total",
+      "counter",
+      "Bytes sent back in UDP datagrams since the server started.",
+    );
+    sample("upcase_datagram_bytes_sent_total", udp.bytesOut);
   }
 
   family(

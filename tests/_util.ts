@@ -472,9 +472,9 @@ export class ChildLines implements AsyncDisposable {
   }
 }
 
-/** server.ts's first line, with the port it listens on. */
+/** server.ts's first line, with the port it listens on (TCP or UDP). */
 const LISTEN_LINE =
-  /^Accepting (?:TLS )?connections on (?:.*:(\d+)|\/.*) \.\.\.(?: with faults: .*)?$/;
+  /^(?:Accepting (?:TLS )?connections|Answering datagrams) on (?:.*:(\d+)|\/.*?)(?: \(UDP, .*\))? \.\.\.(?: with faults: .*)?$/;
 /** The same in the JSON log. */
 const LISTEN_RECORD = /^\{.*"event":"listen","addr":"(?:.*:(\d+)|\/[^"]*)"[,}]/;
 

@@ -1,0 +1,288 @@
+// Copyright the upcase authors. MIT license.
+// The client over UDP (`--udp`): one datagram per message (or per --size
+// bytes of stdin, or per line with -i), each waited for up to --timeout and
+// sent again up to --retries times: UDP has no EOF and no retransmission of
+// its own. Internal.
+
+import { toUpper } from "./transform.ts";
+import { CliError, EXIT, joinHostPort, printWarning } from "./_cli.ts";
+import { type ClientCliOptions } from "./_client_args.ts";
+import { writeAll } from "./_io.ts";
+import { UDP_RECEIVE_BUFFER_BYTES } from "./serve_udp.ts";
+
+/** One datagram to send, and how to name it in an error. */
+interface Datagram {
+  bytes: Uint8Array;
+  /** "datagram 3 (bytes 2945 to 4416)", or "" for the only one. */
+  label: string;
+}
+
+/** A UDP exchange's socket and the server's address. */
+class UdpExchange {
+  #socket: Deno.DatagramConn;
+  #server: Deno.NetAddr;
+  #options: ClientCliOptions;
+  #buffer = new Uint8Array(UDP_RECEIVE_BUFFER_BYTES);
+  /** The receive under way: kept across timeouts, as it cannot be cancelled. */
+  #pending: Promise<[Uint8Array, Deno.Addr]> | undefined;
+  /** The reply expected to the datagram before: a late one is skipped. */
+  #previous: Uint8Array | undefined;
+
+  constructor(options: ClientCliOptions) {
+    this.#options = options;
+    const { send, bind } = addresses(options.hostname);
+    this.#server = {
+      transport: "udp",
+      hostname: send,
+      port: options.port,
+    };
+    try {
+      this.#socket = Deno.listenDatagram({
+        transport: "udp",
+        hostname: bind,
+        port: 0,
+      });
+    } catch (err: unknown) {
+      if (err instanceof Deno.errors.NotCapable) {
+        throw new CliError(
+          `Permission denied: a UDP client sends from a socket of its own on ${bind} (a port the kernel picks), and Deno checks that port too: grant --allow-net=${
+            bind === send ? send : `${send},${bind}`
+          } (any port), not only ${joinHostPort(send, options.port)}`,
+          EXIT.PERMISSION,
+        );
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Sends one datagram and waits for its reply, sending it again after each
+   * timeout, up to --retries times.
+   *
+   * @throws {CliError} When no reply came (exit 6).
+   */
+  async exchange(datagram: Datagram): Promise<Uint8Array> {
+    const { timeout, retries } = this.#options;
+    const expected = toUpper(datagram.bytes);
+    for (let attempt = 0; attempt <= retries; attempt++) {
+      if (attempt > 0) {
+        this.#trace(
+          `no reply within ${timeout / 1000} s: sending again (try ${
+            attempt + 1
+          } of ${retries + 1})`,
+        );
+      }
+      await this.#send(datagram.bytes);
+      const reply = await this.#receive(performance.now() + timeout, expected);
+      if (reply !== undefined) {
+        this.#previous = expected;
+        return reply;
+      }
+    }
+    const where = joinHostPort(this.#server.hostname, this.#server.port);
+    throw new CliError(
+      `No reply: ${
+        datagram.label === "" ? "the datagram" : datagram.label
+      } to ${where} got no answer in ${retries + 1} ${
+        retries === 0 ? "try" : "tries"
+      }, ${
+        timeout / 1000
+      } s each (over UDP a lost datagram, a lost reply and no server at all look the same)`,
+      EXIT.NO_REPLY,
+    );
+  }
+
+  close(): void {
+    this.#socket.close();
+    this.#pending?.catch(() => {});
+  }
+
+  async #send(bytes: Uint8Array): Promise<void> {
+    try {
+      await this.#socket.send(bytes, this.#server);
+    } catch (err: unknown) {
+      if (err instanceof Deno.errors.NotCapable) {
+        throw new CliError(
+          `Permission denied: sending to ${
+            joinHostPort(this.#server.hostname, this.#server.port)
+          } needs --allow-net=${this.#server.hostname}`,
+          EXIT.PERMISSION,
+        );
+      }
+      if (err instanceof Error && /too long/i.test(err.message)) {
+        throw new CliError(
+          `Message too long: ${bytes.length} bytes do not fit in one datagram (at most 65,507 over IPv4, 65,527 over IPv6); send it with - to cut stdin into datagrams of --size bytes`,
+          EXIT.USAGE,
+        );
+      }
+      throw err;
+    }
+    this.#trace(
+      `sendto(): ${bytes.length} bytes to ${
+        joinHostPort(this.#server.hostname, this.#server.port)
+      }, one datagram (no connection, no handshake)`,
+    );
+  }
+
+  /** The next reply from the server's port before `deadline`, if any. */
+  async #receive(
+    deadline: number,
+    expected: Uint8Array,
+  ): Promise<Uint8Array | undefined> {
+    while (true) {
+      const left = deadline - performance.now();
+      if (left <= 0) return undefined;
+      this.#pending ??= this.#socket.receive(this.#buffer);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const result = await Promise.race([
+        this.#pending,
+        new Promise<undefined>((resolve) => {
+          timer = setTimeout(() => resolve(undefined), left);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (result === undefined) return undefined;
+      this.#pending = undefined;
+      const [data, from] = result as [Uint8Array, Deno.NetAddr];
+      const peer = joinHostPort(from.hostname, from.port);
+      if (from.port !== this.#server.port) {
+        this.#trace(
+          `recvfrom(): ${data.length} bytes from ${peer}: not the server's port ${this.#server.port}, ignored`,
+        );
+        continue;
+      }
+      if (
+        this.#previous !== undefined && !equal(data, expected) &&
+        equal(data, this.#previous)
+      ) {
+        this.#trace(
+          `recvfrom(): ${data.length} bytes from ${peer}: a late reply to the datagram before, ignored`,
+        );
+        continue;
+      }
+      this.#trace(
+        `recvfrom(): ${data.length} bytes from ${peer}${
+          from.hostname !== this.#server.hostname
+            ? ` (not ${this.#server.hostname}, where it was sent: a server bound to a wildcard address answers from the route's source address)`
+            : ""
+        }`,
+      );
+      return data.slice();
+    }
+  }
+
+  #trace(text: string): void {
+    if (this.#options.trace) console.error(`[udp] ${text}`);
+  }
+}
+
+/**
+ * Where datagrams go and the address the client's own socket binds: the
+ * server's loopback address itself (so `--allow-net=127.0.0.1` is enough),
+ * else the wildcard of its family.
+ */
+function addresses(hostname: string): { send: string; bind: string } {
+  const send = hostname === "localhost" ? "127.0.0.1" : hostname;
+  if (/^127\./.test(send) || send === "::1") return { send, bind: send };
+  return { send, bind: send.includes(":") ? "::" : "0.0.0.0" };
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Warns of a reply shorter than its datagram (a --once server). */
+function warnIfShort(options: ClientCliOptions, got: number, sent: number) {
+  if (got < sent && !options.quiet) {
+    printWarning(
+      `Reply truncated: got ${got} of ${sent} bytes (a server that reads at most ${got} bytes of a datagram, as server.ts --udp --once does with 80)`,
+    );
+  }
+}
+
+/** Reads all of stdin. */
+async function readStdin(): Promise<Uint8Array> {
+  return new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
+}
+
+/** `-`: stdin cut into datagrams of at most `size` bytes. */
+function* pieces(input: Uint8Array, size: number): Generator<Datagram> {
+  const count = Math.ceil(input.length / size);
+  for (let i = 0; i < count; i++) {
+    const start = i * size;
+    const bytes = input.subarray(start, Math.min(start + size, input.length));
+    yield {
+      bytes,
+      label: `datagram ${i + 1} of ${count} (bytes ${start + 1} to ${
+        start + bytes.length
+      })`,
+    };
+  }
+}
+
+/** `-i`: one datagram per line of stdin, with its newline. */
+async function* lines(): AsyncGenerator<Datagram> {
+  let n = 0;
+  const input = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
+  let pending = "";
+  const encoder = new TextEncoder();
+  for await (const chunk of input) {
+    pending += chunk;
+    let newline = pending.indexOf("\n");
+    while (newline !== -1) {
+      n++;
+      yield {
+        bytes: encoder.encode(pending.slice(0, newline + 1)),
+        label: `datagram ${n} (line ${n})`,
+      };
+      pending = pending.slice(newline + 1);
+      newline = pending.indexOf("\n");
+    }
+  }
+  if (pending.length > 0) {
+    n++;
+    yield {
+      bytes: encoder.encode(pending),
+      label: `datagram ${n} (line ${n})`,
+    };
+  }
+}
+
+/**
+ * Runs the client over UDP: the message, `-` or `-i`.
+ *
+ * @param options Validated options, with `udp` set.
+ * @returns The exit code.
+ */
+export async function runUdpClient(options: ClientCliOptions): Promise<number> {
+  const exchange = new UdpExchange(options);
+  const encoder = new TextEncoder();
+  try {
+    if (options.interactive) {
+      for await (const datagram of lines()) {
+        const reply = await exchange.exchange(datagram);
+        await writeAll(Deno.stdout, reply);
+      }
+    } else if (options.message === "-") {
+      for (const datagram of pieces(await readStdin(), options.size)) {
+        const reply = await exchange.exchange(datagram);
+        await writeAll(Deno.stdout, reply);
+        warnIfShort(options, reply.length, datagram.bytes.length);
+      }
+    } else {
+      const bytes = encoder.encode(options.message);
+      const reply = await exchange.exchange({ bytes, label: "" });
+      if (!options.quiet) {
+        await writeAll(Deno.stdout, encoder.encode("Response from server:\n"));
+      }
+      await writeAll(Deno.stdout, reply);
+      await writeAll(Deno.stdout, encoder.encode("\n"));
+      warnIfShort(options, reply.length, bytes.length);
+    }
+  } finally {
+    exchange.close();
+  }
+  return EXIT.OK;
+}

@@ -1,0 +1,136 @@
+// Copyright the upcase authors. MIT license.
+// Which datagrams the UDP server leaves unanswered, so that it is safe to
+// expose (CERT advisory CA-1996-01): sources that are services which answer
+// (a spoofed one would loop two servers into a packet storm), broadcast and
+// multicast sources (a spoofed one reflects at a whole network), and sources
+// past their rate (reflection at one victim). Internal.
+
+/**
+ * Source ports of the well-known datagram services that answer whatever
+ * they get: a datagram "from" one of them, answered, could start a loop.
+ * One list, here.
+ */
+export const REFLECTING_PORTS: ReadonlyMap<number, string> = new Map([
+  [7, "echo"],
+  [9, "discard"],
+  [11, "systat"],
+  [13, "daytime"],
+  [17, "qotd"],
+  [19, "chargen"],
+  [37, "time"],
+  [53, "dns"],
+  [69, "tftp"],
+  [111, "sunrpc"],
+  [123, "ntp"],
+  [137, "netbios-ns"],
+  [161, "snmp"],
+  [389, "cldap"],
+  [520, "rip"],
+  [1900, "ssdp"],
+  [5353, "mdns"],
+  [11211, "memcached"],
+]);
+
+/** Why a datagram got no answer. */
+export type DropReason =
+  | "reflecting-port"
+  | "broadcast-source"
+  | "rate"
+  | "permission"
+  | "send-error";
+
+/** Every {@linkcode DropReason}, in the order metrics list them. */
+export const DROP_REASONS: readonly DropReason[] = [
+  "reflecting-port",
+  "broadcast-source",
+  "rate",
+  "permission",
+  "send-error",
+];
+
+/**
+ * Whether an address is a broadcast or multicast one, which no datagram
+ * can truly come from: 0.0.0.0/8, 255.255.255.255, 224.0.0.0/4, ff00::/8,
+ * and their IPv4-mapped forms (::ffff:a.b.c.d).
+ *
+ * @param hostname The source address, as Deno gives it.
+ * @returns True when a reply must not go there.
+ */
+export function isBroadcastOrMulticast(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  const mapped = host.match(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/);
+  const v4 = mapped ? mapped[1]! : host;
+  const octets = v4.split(".");
+  if (octets.length === 4) {
+    const first = Number(octets[0]);
+    return first === 0 || (first >= 224 && first <= 239) ||
+      v4 === "255.255.255.255";
+  }
+  return host.startsWith("ff");
+}
+
+/** The default of `--udp-rate`: replies per second to one source address. */
+export const DEFAULT_UDP_RATE = 100;
+/** Source addresses the rate limiter remembers; the least recent go first. */
+export const MAX_UDP_SOURCES = 10_000;
+
+/**
+ * A token bucket per source address: each source may get `rate` replies a
+ * second, with bursts up to `rate`. The table holds at most `maxSources`
+ * addresses, the least recently seen evicted first, so spoofed sources
+ * cannot grow it; an evicted source starts again with a full bucket.
+ */
+export class SourceLimiter {
+  #rate: number;
+  #max: number;
+  /** Insertion order is recency: a source seen again moves to the end. */
+  #sources = new Map<string, { tokens: number; at: number }>();
+
+  /**
+   * @param rate Replies per second per source; 0 for no limit.
+   * @param maxSources How many sources the table holds.
+   */
+  constructor(rate: number, maxSources = MAX_UDP_SOURCES) {
+    this.#rate = rate;
+    this.#max = maxSources;
+  }
+
+  /** Sources in the table now. */
+  get size(): number {
+    return this.#sources.size;
+  }
+
+  /**
+   * Records a datagram from `source` at `now`.
+   *
+   * @param source The source address (without the port).
+   * @param now Milliseconds, from one monotonic clock.
+   * @returns Whether the source is new to the table, and whether it may be
+   * answered.
+   */
+  take(source: string, now: number): { fresh: boolean; allowed: boolean } {
+    let bucket = this.#sources.get(source);
+    const fresh = bucket === undefined;
+    if (bucket === undefined) {
+      if (this.#sources.size >= this.#max) {
+        const oldest = this.#sources.keys().next().value;
+        if (oldest !== undefined) this.#sources.delete(oldest);
+      }
+      bucket = { tokens: this.#rate, at: now };
+    } else {
+      this.#sources.delete(source);
+      if (this.#rate > 0) {
+        bucket.tokens = Math.min(
+          this.#rate,
+          bucket.tokens + (now - bucket.at) * this.#rate / 1000,
+        );
+        bucket.at = now;
+      }
+    }
+    this.#sources.set(source, bucket);
+    if (this.#rate === 0) return { fresh, allowed: true };
+    if (bucket.tokens < 1) return { fresh, allowed: false };
+    bucket.tokens -= 1;
+    return { fresh, allowed: true };
+  }
+}

@@ -1,0 +1,284 @@
+// Copyright the upcase authors. MIT license.
+// Running the UDP server from its command line (`--udp`): the permission it
+// needs, its log lines, /metrics, the signals and the summary. Internal.
+
+import { format as formatBytes } from "@std/fmt/bytes";
+import { format as formatDuration } from "@std/fmt/duration";
+import { MAXLINE } from "./constants.ts";
+import {
+  CliError,
+  EXIT,
+  explainNetworkError,
+  formatAddr,
+  joinHostPort,
+} from "./_cli.ts";
+import { type MetricsServer, serveMetrics } from "./_http.ts";
+import { LineWriter, ServerLog } from "./_log.ts";
+import { type ServerCliOptions } from "./_server_args.ts";
+import { serveUdp, type UdpEvent, type UdpServer } from "./serve_udp.ts";
+import { DROP_REASONS, REFLECTING_PORTS } from "./_udp_guard.ts";
+import { VERSION } from "./version.ts";
+import { CLOSE_REASONS, DURATION_BUCKETS } from "./metrics.ts";
+
+/** The signals that stop the server. */
+const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+/** How long the last log lines may take to be written at exit. */
+const LOG_FLUSH_LIMIT_MS = 2000;
+
+/**
+ * Deno checks the destination of every datagram sent, so a UDP server needs
+ * `--allow-net` for its clients' hosts with any port, not only its own
+ * port. Checked before binding: one line, exit 2.
+ *
+ * @param hostname The address to bind.
+ * @returns The error, or undefined when the grant is enough.
+ */
+export function udpPermissionError(hostname: string): CliError | undefined {
+  const local = /^(127\.|::1$|localhost$)/.test(hostname);
+  const granted = Deno.permissions.querySync(
+    local
+      ? {
+        name: "net",
+        host: hostname.includes(":") ? `[${hostname}]` : hostname,
+      }
+      : { name: "net" },
+  ).state === "granted";
+  if (granted) return undefined;
+  return new CliError(
+    local
+      ? `Permission denied: a UDP server sends each reply to its client's address and port, and Deno checks every one: grant --allow-net=${hostname} (any port: local clients), or --allow-net to answer anyone`
+      : `Permission denied: a UDP server on ${hostname} sends each reply to its client's address and port, and Deno checks every one: grant --allow-net (any host), or serve local clients with --host 127.0.0.1 and --allow-net=127.0.0.1`,
+    EXIT.PERMISSION,
+  );
+}
+
+/**
+ * One text line for a UDP event, in the seed's words where it has them;
+ * undefined for the events that are only counted.
+ *
+ * @param event What happened.
+ * @param rate `--udp-rate`, for the rate drop's line.
+ * @returns The line, without a newline.
+ */
+export function formatUdpEvent(
+  event: UdpEvent,
+  rate: number,
+): string | undefined {
+  switch (event.type) {
+    case "udp-source":
+      return event.logged
+        ? `received from ${event.remote.hostname} at PORT ${event.remote.port} (UDP: the first datagram from ${event.remote.hostname}; the rest are counted, or shown with --trace)`
+        : undefined;
+    case "udp-drop": {
+      if (!event.first) return undefined;
+      const from = `${event.remote.hostname} at PORT ${event.remote.port}`;
+      const later = "later ones are counted, not logged";
+      switch (event.reason) {
+        case "reflecting-port":
+          return `dropped a datagram from ${from}: port ${event.remote.port} is ${
+            REFLECTING_PORTS.get(event.remote.port)
+          }'s, a service that answers, so a reply could start a loop (${later})`;
+        case "broadcast-source":
+          return `dropped a datagram from ${from}: a broadcast or multicast address sends no datagrams, so its source was forged (${later})`;
+        case "rate":
+          return `dropped a datagram from ${from}: past --udp-rate ${rate} replies/s for that address (${later})`;
+        case "permission":
+          return `could not answer ${from}: Deno's --allow-net does not include ${event.remote.hostname} (a UDP server needs --allow-net=${event.remote.hostname}, any port, or --allow-net) (${later})`;
+        case "send-error":
+          return `could not answer ${from}: ${event.error} (${later})`;
+      }
+      return undefined;
+    }
+    case "udp-trace": {
+      const peer = joinHostPort(event.remote.hostname, event.remote.port);
+      if (event.call === "sendto") {
+        return `[udp] sendto(): ${event.bytes} bytes to ${peer}, one datagram, upper-cased`;
+      }
+      const cut = event.kept !== undefined && event.kept < event.bytes
+        ? `; --once keeps ${event.kept}: read(fd, buf, ${MAXLINE}) on a datagram socket discards the rest of the datagram`
+        : "";
+      return `[udp] recvfrom(): ${event.bytes} bytes from ${peer}, one datagram, its edges kept${cut}`;
+    }
+    case "udp-error":
+      return `recvfrom() failed: ${event.error}; receiving again`;
+  }
+}
+
+/** A UDP event's fields for its JSON log record. */
+function udpRecord(event: UdpEvent): Record<string, unknown> {
+  const record: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(event)) {
+    if (key === "type") continue;
+    record[key] = key === "remote" ? formatAddr(value as Deno.NetAddr) : value;
+  }
+  return record;
+}
+
+/** The summary line: datagrams, bytes, sources, drops by reason. */
+function summaryText(server: UdpServer, uptimeMs: number): string {
+  const s = server.stats;
+  const dropped = DROP_REASONS.filter((r) => s.dropped[r] > 0)
+    .map((r) => `${s.dropped[r]} ${r}`);
+  const drops = dropped.length === 0 ? "" : `, dropped ${dropped.join(", ")}`;
+  return `Answered ${s.sent} of ${s.received} datagrams on ${
+    formatAddr(server.addr)
+  } (UDP) from ${s.sources} ${s.sources === 1 ? "source" : "sources"}: ${
+    formatBytes(s.bytesIn)
+  } in, ${formatBytes(s.bytesOut)} out${drops}, up ${
+    formatDuration(uptimeMs, { ignoreZero: true }) || "0ms"
+  }`;
+}
+
+/** --metrics for the UDP server: its counters, the TCP ones at 0. */
+function startMetrics(
+  address: { hostname: string; port: number },
+  server: UdpServer,
+  healthy: () => boolean,
+  log: ServerLog,
+): MetricsServer {
+  const startTimeSeconds = performance.timeOrigin / 1000;
+  const zeroClosed = Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0]));
+  try {
+    return serveMetrics({
+      ...address,
+      snapshot: () => {
+        const s = server.stats;
+        return {
+          accepted: 0,
+          active: 0,
+          refused: 0,
+          closed: zeroClosed as Record<typeof CLOSE_REASONS[number], number>,
+          bytesIn: 0,
+          bytesOut: 0,
+          duration: {
+            buckets: DURATION_BUCKETS.map(() => 0),
+            sum: 0,
+            count: 0,
+          },
+          version: VERSION,
+          startTimeSeconds,
+          udp: s,
+        };
+      },
+      healthy,
+      onAcceptError: (error) =>
+        log.note(
+          "metrics-accept-error",
+          `metrics address: accept failed: ${error}; retrying`,
+          { error },
+          true,
+        ),
+      onListen: (addr) => {
+        const where = joinHostPort(addr.hostname, addr.port);
+        log.note(
+          "metrics",
+          `Serving metrics on http://${where}/metrics and health on http://${where}/healthz`,
+          { addr: where },
+        );
+      },
+    });
+  } catch (err: unknown) {
+    throw explainNetworkError(err, { action: "listen", ...address });
+  }
+}
+
+/**
+ * Runs the UDP server the options describe until SIGINT/SIGTERM/SIGHUP.
+ *
+ * @param options Validated options, with `udp` set.
+ * @returns The exit code.
+ */
+export async function runUdpServer(options: ServerCliOptions): Promise<number> {
+  const denied = udpPermissionError(options.hostname);
+  if (denied !== undefined) throw denied;
+  const log = new ServerLog(new LineWriter(Deno.stdout), {
+    format: options.logFormat,
+    quiet: options.quiet,
+    color: Deno.stdout.isTerminal(),
+  });
+  const json = options.logFormat === "json";
+  const onEvent = (event: UdpEvent) => {
+    if (options.quiet && event.type === "udp-source") return;
+    const line = formatUdpEvent(event, options.udpRate);
+    if (line === undefined) return;
+    const failed = event.type === "udp-error" ||
+      (event.type === "udp-drop" &&
+        (event.reason === "permission" || event.reason === "send-error"));
+    if (json) log.note(event.type, line, udpRecord(event), failed);
+    else log.note(event.type, line, {}, failed);
+  };
+  const started = Date.now();
+  let server: UdpServer;
+  try {
+    server = serveUdp({
+      hostname: options.hostname,
+      port: options.port,
+      once: options.once,
+      rate: options.udpRate,
+      trace: options.trace,
+      onEvent,
+    });
+  } catch (err: unknown) {
+    throw explainNetworkError(err, {
+      action: "listen",
+      hostname: options.hostname,
+      port: options.port,
+    });
+  }
+  const where = formatAddr(server.addr);
+  const limit = options.udpRate === 0
+    ? "no rate limit"
+    : `at most ${options.udpRate} replies/s per source`;
+  log.note(
+    "listen",
+    `Answering datagrams on ${where} (UDP, ${limit}${
+      options.once ? `, --once: the first ${MAXLINE} bytes of each` : ""
+    }) ...`,
+    { addr: where, transport: "udp", rate: options.udpRate },
+  );
+  let signals = 0;
+  const metrics = options.metrics === undefined
+    ? undefined
+    : startMetrics(options.metrics, server, () => signals === 0, log);
+  let drain: ReturnType<typeof setTimeout> | undefined;
+  const stop = () => {
+    signals++;
+    if (signals > 1 || options.drainDelay === 0) {
+      clearTimeout(drain);
+      server.shutdown();
+      return;
+    }
+    log.note(
+      "drain",
+      `Draining: /healthz answers 503; still answering for ${
+        options.drainDelay / 1000
+      } s (--drain-delay)`,
+      { delayMs: options.drainDelay },
+    );
+    drain = setTimeout(() => server.shutdown(), options.drainDelay);
+  };
+  for (const signal of STOP_SIGNALS) Deno.addSignalListener(signal, stop);
+  await server.finished;
+  for (const signal of STOP_SIGNALS) Deno.removeSignalListener(signal, stop);
+  await metrics?.shutdown();
+  const uptimeMs = Date.now() - started;
+  const s = server.stats;
+  log.note("summary", summaryText(server, uptimeMs), {
+    address: where,
+    transport: "udp",
+    received: s.received,
+    sent: s.sent,
+    bytesIn: s.bytesIn,
+    bytesOut: s.bytesOut,
+    sources: s.sources,
+    dropped: s.dropped,
+    uptimeMs,
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    log.flush(),
+    new Promise((resolve) => timer = setTimeout(resolve, LOG_FLUSH_LIMIT_MS)),
+  ]);
+  clearTimeout(timer);
+  return EXIT.OK;
+}

@@ -40,8 +40,9 @@
 // ss/netstat lines may come in any order. In `tcpdump -r` lines (a recording,
 // compared in order) the timestamp, `seq`, `ack`, the `options [...]` and a
 // `win` other than 0 are masked (`win 0`, a zero window, is kept), a `length`
-// of four digits or more is "a full segment", and `127.0.0.1.PORT` ports are
-// masked like `127.0.0.1:PORT` ones.
+// of four digits or more is "a full segment", `127.0.0.1.PORT` ports are
+// masked like `127.0.0.1:PORT` ones, and "N packets received by filter"
+// (every packet on lo, whoever sent it) is masked too.
 //
 // A section whose commands use a program it lacks (gcc, ss, netstat, python3,
 // tcpdump) is skipped with a "SKIPPED" line; tcpdump also needs root, so a
@@ -251,6 +252,8 @@ function masked(line: string): { text: string; ports: string[] } {
     // Bulk transfers (step 5) vary in size; small counts must be exact.
     .replace(/\b\d{4,} bytes\b/g, "MANY bytes")
     .replace(/(?<!\d)\d{3,} packets\b/g, "MANY packets") // tcpdump: as much
+    // Every packet on lo passes the filter, whoever sent it.
+    .replace(/^\d+ packets received by filter$/, "N packets received by filter")
     .replace(/\b\d+(?:\.\d+)? [kMGT]B\b/g, "SIZE")
     .replace(
       SOCKET_LINE,

@@ -207,7 +207,9 @@ export function parseClientArgs(args: string[]): ClientCliOptions {
     checkUdpFlags(options, flags);
     // UDP has no EOF: without a limit a lost datagram would wait for ever.
     if (flags.timeout === undefined) options.timeout = DEFAULT_UDP_TIMEOUT_MS;
-    if (flags.size === undefined) options.size = DEFAULT_UDP_SIZE;
+    if (flags.size === undefined && options.bench === undefined) {
+      options.size = DEFAULT_UDP_SIZE;
+    }
   } else if (flags.retries !== undefined) {
     throw new CliError(
       "Conflicting flags: --retries goes with --udp",

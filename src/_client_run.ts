@@ -530,7 +530,7 @@ async function interact(options: ClientCliOptions) {
 async function bench(options: ClientCliOptions): Promise<number> {
   const mode = options.bench!;
   // Unreachable server, missing permission: the usual one line and code.
-  closeQuietly(await open(options));
+  if (!options.udp) closeQuietly(await open(options));
   const live = Deno.stderr.isTerminal() && !options.quiet && !options.json;
   let latest: LoadProgress | undefined;
   const line = live
@@ -557,6 +557,7 @@ async function bench(options: ClientCliOptions): Promise<number> {
       duration: options.duration,
       size: options.size || undefined,
       onProgress: live ? (p) => latest = p : undefined,
+      udp: options.udp,
     });
   } finally {
     line?.stop();
@@ -573,8 +574,12 @@ async function bench(options: ClientCliOptions): Promise<number> {
 function formatReport(r: LoadReport, address: string): string {
   const ms = (value: number) => `${value.toFixed(value < 10 ? 3 : 1)} ms`;
   const lines: string[] = [
-    `upcase load: ${r.mode}, ${r.connections} connection${
-      r.connections === 1 ? "" : "s"
+    `upcase load: ${r.mode}, ${
+      r.lost !== undefined
+        ? `UDP, ${r.connections} datagram${
+          r.connections === 1 ? "" : "s"
+        } outstanding`
+        : `${r.connections} connection${r.connections === 1 ? "" : "s"}`
     }, ${formatBytes(r.size, { binary: true })} ${
       r.mode === "stream" ? "writes" : "messages"
     }, ${r.seconds.toFixed(1)} s against ${address}`,
@@ -597,6 +602,15 @@ function formatReport(r: LoadReport, address: string): string {
       `latency     p50 ${ms(l.p50)}  p90 ${ms(l.p90)}  p99 ${
         ms(l.p99)
       }  p99.9 ${ms(l.p999)}  max ${ms(l.max)}`,
+    );
+  }
+  if (r.lost !== undefined) {
+    lines.push(
+      `lost        ${r.lost}${
+        r.lost > 0
+          ? " datagrams without a reply in 200 ms, sent again (none on loopback unless the server limits its rate: run it with --udp-rate 0, or a receive buffer overflowed)"
+          : ""
+      }`,
     );
   }
   lines.push(

@@ -9,6 +9,7 @@ import { CliError, EXIT, joinHostPort, printWarning } from "./_cli.ts";
 import { type ClientCliOptions } from "./_client_args.ts";
 import { writeAll } from "./_io.ts";
 import { UDP_RECEIVE_BUFFER_BYTES } from "./serve_udp.ts";
+import { udpAddresses } from "./_udp_addr.ts";
 
 /** One datagram to send, and how to name it in an error. */
 interface Datagram {
@@ -30,7 +31,7 @@ class UdpExchange {
 
   constructor(options: ClientCliOptions) {
     this.#options = options;
-    const { send, bind } = addresses(options.hostname);
+    const { send, bind } = udpAddresses(options.hostname);
     this.#server = {
       transport: "udp",
       hostname: send,
@@ -176,17 +177,6 @@ class UdpExchange {
   }
 }
 
-/**
- * Where datagrams go and the address the client's own socket binds: the
- * server's loopback address itself (so `--allow-net=127.0.0.1` is enough),
- * else the wildcard of its family.
- */
-function addresses(hostname: string): { send: string; bind: string } {
-  const send = hostname === "localhost" ? "127.0.0.1" : hostname;
-  if (/^127\./.test(send) || send === "::1") return { send, bind: send };
-  return { send, bind: send.includes(":") ? "::" : "0.0.0.0" };
-}
-
 function equal(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -202,24 +192,38 @@ function warnIfShort(options: ClientCliOptions, got: number, sent: number) {
   }
 }
 
-/** Reads all of stdin. */
-async function readStdin(): Promise<Uint8Array> {
-  return new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
-}
-
-/** `-`: stdin cut into datagrams of at most `size` bytes. */
-function* pieces(input: Uint8Array, size: number): Generator<Datagram> {
-  const count = Math.ceil(input.length / size);
-  for (let i = 0; i < count; i++) {
-    const start = i * size;
-    const bytes = input.subarray(start, Math.min(start + size, input.length));
-    yield {
+/**
+ * `-`: stdin cut into datagrams of `size` bytes (the last may be shorter),
+ * read as they go out: memory stays at one datagram and one read.
+ */
+async function* pieces(size: number): AsyncGenerator<Datagram> {
+  const piece = new Uint8Array(size);
+  let filled = 0;
+  let n = 0;
+  let offset = 0;
+  const datagram = (length: number): Datagram => {
+    n++;
+    const bytes = piece.slice(0, length);
+    offset += length;
+    return {
       bytes,
-      label: `datagram ${i + 1} of ${count} (bytes ${start + 1} to ${
-        start + bytes.length
-      })`,
+      label: `datagram ${n} (bytes ${offset - length + 1} to ${offset})`,
     };
+  };
+  for await (const chunk of Deno.stdin.readable) {
+    let at = 0;
+    while (at < chunk.length) {
+      const take = Math.min(size - filled, chunk.length - at);
+      piece.set(chunk.subarray(at, at + take), filled);
+      filled += take;
+      at += take;
+      if (filled === size) {
+        yield datagram(size);
+        filled = 0;
+      }
+    }
   }
+  if (filled > 0) yield datagram(filled);
 }
 
 /** `-i`: one datagram per line of stdin, with its newline. */
@@ -266,7 +270,7 @@ export async function runUdpClient(options: ClientCliOptions): Promise<number> {
         await writeAll(Deno.stdout, reply);
       }
     } else if (options.message === "-") {
-      for (const datagram of pieces(await readStdin(), options.size)) {
+      for await (const datagram of pieces(options.size)) {
         const reply = await exchange.exchange(datagram);
         await writeAll(Deno.stdout, reply);
         warnIfShort(options, reply.length, datagram.bytes.length);

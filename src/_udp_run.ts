@@ -18,7 +18,7 @@ import { type ServerCliOptions } from "./_server_args.ts";
 import { serveUdp, type UdpEvent, type UdpServer } from "./serve_udp.ts";
 import { DROP_REASONS, REFLECTING_PORTS } from "./_udp_guard.ts";
 import { VERSION } from "./version.ts";
-import { CLOSE_REASONS, DURATION_BUCKETS } from "./metrics.ts";
+import { CLOSE_REASONS, DurationHistogram } from "./metrics.ts";
 
 /** The signals that stop the server. */
 const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
@@ -138,6 +138,7 @@ function startMetrics(
 ): MetricsServer {
   const startTimeSeconds = performance.timeOrigin / 1000;
   const zeroClosed = Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0]));
+  const duration = new DurationHistogram().snapshot();
   try {
     return serveMetrics({
       ...address,
@@ -150,11 +151,7 @@ function startMetrics(
           closed: zeroClosed as Record<typeof CLOSE_REASONS[number], number>,
           bytesIn: 0,
           bytesOut: 0,
-          duration: {
-            buckets: DURATION_BUCKETS.map(() => 0),
-            sum: 0,
-            count: 0,
-          },
+          duration,
           version: VERSION,
           startTimeSeconds,
           udp: s,

@@ -12,6 +12,8 @@
 import { toUpper } from "./transform.ts";
 import { connect, type ConnectOptions } from "./request.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
+import { CLIENT_HOST, SERV_PORT } from "./constants.ts";
+import { udpAddresses } from "./_udp_addr.ts";
 
 /**
  * What a load run does on each connection:
@@ -58,7 +60,18 @@ export interface LoadOptions extends ConnectOptions {
    * @default {undefined}
    */
   onProgress?: (progress: LoadProgress) => void;
+  /**
+   * `rtt` over UDP: each worker keeps one datagram outstanding on a socket
+   * of its own; a reply that does not come within
+   * {@linkcode UDP_LOSS_MS} counts as lost, and the datagram goes again.
+   *
+   * @default {false}
+   */
+  udp?: boolean;
 }
+
+/** UDP rtt: how long a datagram's reply may take before it counts as lost. */
+export const UDP_LOSS_MS = 200;
 
 /** Figures of a load run in progress. */
 export interface LoadProgress {
@@ -112,6 +125,8 @@ export interface LoadReport {
   errors: number;
   /** The first few error messages. */
   errorSamples: string[];
+  /** UDP rtt: datagrams whose reply did not come in time (sent again). */
+  lost?: number;
 }
 
 const DEFAULTS: Record<LoadMode, { connections: number; size: number }> = {
@@ -179,6 +194,7 @@ class Tally {
   errors = 0;
   errorSamples: string[] = [];
   latency = new Histogram();
+  lost = 0;
 
   fail(message: string): void {
     this.errors++;
@@ -360,6 +376,66 @@ async function oneShots(
   }
 }
 
+/** One UDP rtt worker: a socket of its own, one datagram outstanding. */
+async function datagramRoundTrips(
+  options: LoadOptions,
+  worker: number,
+  size: number,
+  until: number,
+  tally: Tally,
+): Promise<void> {
+  const message = makeMessage(size, worker + 1);
+  const expected = toUpper(message);
+  const { send, bind } = udpAddresses(options.hostname ?? CLIENT_HOST);
+  const server: Deno.NetAddr = {
+    transport: "udp",
+    hostname: send,
+    port: options.port ?? SERV_PORT,
+  };
+  let socket: Deno.DatagramConn;
+  try {
+    socket = Deno.listenDatagram({ transport: "udp", hostname: bind, port: 0 });
+  } catch (err: unknown) {
+    tally.fail(errorMessage(err));
+    return;
+  }
+  const buffer = new Uint8Array(size + 1);
+  let pending: Promise<[Uint8Array, Deno.Addr]> | undefined;
+  try {
+    while (performance.now() < until) {
+      const started = performance.now();
+      await socket.send(message, server);
+      tally.bytesSent += size;
+      pending ??= socket.receive(buffer);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const got = await Promise.race([
+        pending,
+        new Promise<undefined>((resolve) => {
+          timer = setTimeout(() => resolve(undefined), UDP_LOSS_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (got === undefined) {
+        tally.lost++;
+        continue;
+      }
+      pending = undefined;
+      if (!equalBytes(got[0], expected)) {
+        tally.fail(`a reply of ${got[0].length} bytes differed`);
+        continue;
+      }
+      tally.latency.record(performance.now() - started);
+      tally.requests++;
+      tally.bytesReceived += size;
+    }
+  } catch (err: unknown) {
+    tally.fail(errorMessage(err));
+  } finally {
+    socket.close();
+    pending?.catch(() => {});
+  }
+}
+
 const WORKERS = { rtt: roundTrips, stream, oneshot: oneShots } as const;
 
 /**
@@ -406,7 +482,10 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     await Promise.all(
       Array.from(
         { length: connections },
-        (_, i) => WORKERS[options.mode](options, i, size, until, tally),
+        (_, i) =>
+          (options.udp && options.mode === "rtt"
+            ? datagramRoundTrips
+            : WORKERS[options.mode])(options, i, size, until, tally),
       ),
     );
   } finally {
@@ -426,5 +505,6 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     latency: options.mode === "stream" ? undefined : tally.latency.summary(),
     errors: tally.errors,
     errorSamples: tally.errorSamples,
+    ...(options.udp ? { lost: tally.lost } : {}),
   };
 }

@@ -15,7 +15,7 @@ import {
   renderMetrics,
 } from "../src/metrics.ts";
 import { type MetricsServer, serveMetrics } from "../src/_http.ts";
-import { writeStdin } from "./_util.ts";
+import { freePort, ServerProcess, utf8, writeStdin } from "./_util.ts";
 
 /** The interpreter that has Debian's python3-prometheus-client. */
 const PYTHON = "/usr/bin/python3";
@@ -686,4 +686,65 @@ Deno.test("serveMetrics() calls onListen with the real port and prints no Listen
     "",
   );
   assertEquals({ code, stdout, stderr }, { code: 0, stdout: "", stderr: "" });
+});
+
+Deno.test("server --udp --metrics counts datagrams received, sent and dropped by reason, as the Python parser reads them and as the peer saw", async () => {
+  const metricsPort = freePort();
+  await using server = await ServerProcess.start(
+    ["--udp", "--udp-rate", "2", "--metrics", `127.0.0.1:${metricsPort}`],
+    "127.0.0.1",
+    undefined,
+    { allowNet: "127.0.0.1" },
+  );
+  await server.waitForLine(/^Serving metrics on /);
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  let replies = 0;
+  try {
+    const to = {
+      transport: "udp" as const,
+      hostname: "127.0.0.1",
+      port: server.port,
+    };
+    // A burst of 2 is the rate's: the third and fourth are dropped.
+    for (let i = 0; i < 4; i++) await socket.send(utf8("abc"), to);
+    const receiving = socket.receive();
+    for (;;) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const got = await Promise.race([
+        replies === 0 ? receiving : socket.receive(),
+        new Promise<undefined>((resolve) => {
+          timer = setTimeout(() => resolve(undefined), 500);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (got === undefined) break;
+      replies++;
+    }
+  } finally {
+    socket.close();
+  }
+  assertEquals(replies, 2);
+  const response = await withTimeout(
+    fetch(`http://127.0.0.1:${metricsPort}/metrics`),
+    "GET /metrics",
+  );
+  const families = await parseWithPython(await response.text());
+  const value = (name: string, labels: Record<string, string> = {}) =>
+    families.flatMap((f) => f.samples).find((s) =>
+      s.name === name &&
+      Object.entries(labels).every(([k, v]) => s.labels[k] === v)
+    )?.value;
+  assertEquals(value("upcase_datagrams_received_total"), 4);
+  assertEquals(value("upcase_datagrams_sent_total"), replies);
+  assertEquals(value("upcase_datagrams_dropped_total", { reason: "rate" }), 2);
+  assertEquals(
+    value("upcase_datagrams_dropped_total", { reason: "reflecting-port" }),
+    0,
+  );
+  assertEquals(value("upcase_datagram_bytes_received_total"), 12);
+  assertEquals(value("upcase_datagram_bytes_sent_total"), 6);
 });

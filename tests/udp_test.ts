@@ -458,7 +458,7 @@ Deno.test("client --udp with no server: retries, then one line and exit 6 naming
   assertEquals(out.stderr.match(/^\[udp\] sendto\(\)/gm)?.length, 2);
   assertStringIncludes(
     out.stderr,
-    `error: No reply: datagram 1 of 1 (bytes 1 to 4) to 127.0.0.1:${port} got no answer in 2 tries, 0.2 s each`,
+    `error: No reply: datagram 1 (bytes 1 to 4) to 127.0.0.1:${port} got no answer in 2 tries, 0.2 s each`,
   );
 });
 
@@ -518,4 +518,72 @@ Deno.test("the ports never answered are the well-known services that reply", () 
   for (const port of [7, 13, 17, 19, 37, 53, 123]) {
     assert(REFLECTING_PORTS.has(port), String(port));
   }
+});
+
+Deno.test("client --bench rtt --udp checks every reply byte and counts no loss on loopback against --udp-rate 0", async () => {
+  await using server = await startUdp(["--udp-rate", "0", "-q"]);
+  const out = await runClient(server.port, [
+    "--udp",
+    "--bench",
+    "rtt",
+    "--connections",
+    "4",
+    "--duration",
+    "0.5",
+    "--json",
+  ], { allowNet: "127.0.0.1" });
+  assertEquals(out.code, 0, out.stderr);
+  const report = JSON.parse(out.stdout);
+  assertGreater(report.requests, 0);
+  assertEquals(report.errors, 0);
+  assertEquals(report.lost, 0);
+  const { stdout } = await server.stop("SIGINT");
+  const [, answered] = stdout.match(/Answered (\d+) of/) ?? [];
+  // Each verified round trip is a datagram the server answered.
+  assert(Number(answered) >= report.requests, stdout);
+});
+
+Deno.test("client --udp with --bench stream, --tls or --unix is a usage error naming it", async () => {
+  for (
+    const [flags, says] of [
+      [["--bench", "stream"], "--bench stream: only rtt has a UDP form"],
+      [["--tls"], "--tls: DTLS is not supported"],
+      [["--proxy-protocol", "v1", "x"], "--proxy-protocol"],
+    ] as const
+  ) {
+    const out = await runClient(6666, ["--udp", ...flags], {
+      allowNet: "127.0.0.1",
+    });
+    assertEquals(out.code, 1, flags.join(" "));
+    assertStringIncludes(
+      out.stderr,
+      `error: Conflicting flags: --udp cannot be combined with ${says}`,
+    );
+  }
+});
+
+Deno.test("server --udp --log-format json: one record for the listen, the new source and the summary, each valid JSON", async () => {
+  await using server = await ServerProcess.start(
+    ["--udp", "--log-format", "json"],
+    "127.0.0.1",
+    undefined,
+    { allowNet: "127.0.0.1" },
+  );
+  using socket = socketOn();
+  await socket.send(utf8("json"), {
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: server.port,
+  });
+  assertEquals(text((await receiveWithin(socket, REPLY_MS))![0]), "JSON");
+  const { stdout } = await server.stop("SIGINT");
+  const records = stdout.trim().split("\n").map((line) => JSON.parse(line));
+  assertEquals(records.map((r) => r.event), [
+    "listen",
+    "udp-source",
+    "summary",
+  ]);
+  assertEquals(records[1].remote.startsWith("127.0.0.1:"), true);
+  assertEquals(records[2].received, 1);
+  assertEquals(records[2].sent, 1);
 });

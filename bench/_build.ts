@@ -2,7 +2,8 @@
 /**
  * Compiling the C programs of the benchmark with `cc` into bench/.build/:
  * the load generator (with TLS when libssl is there), the C epoll
- * reference and, for the TLS scenarios, the C TLS reference.
+ * reference and, for the TLS scenarios, the C TLS reference; for the UDP
+ * scenario, the C UDP reference.
  *
  * @module
  */
@@ -14,11 +15,28 @@ import {
   EPOLL_TLS_SERVER,
   LOADGEN,
   LOG_DIR,
+  UDP_SERVER,
 } from "./_paths.ts";
 import { capture } from "./_process.ts";
 
 /** What a program needs to link OpenSSL. */
 const OPENSSL_LIBS = ["-lssl", "-lcrypto"];
+
+/** Which references {@linkcode compile} builds besides the epoll one. */
+export interface BuildOptions {
+  /**
+   * The TLS scenarios run: build the C TLS reference.
+   *
+   * @default {false}
+   */
+  tls?: boolean;
+  /**
+   * The UDP scenario runs: build the C UDP reference.
+   *
+   * @default {false}
+   */
+  udp?: boolean;
+}
 
 async function isFile(path: string): Promise<boolean> {
   try {
@@ -71,13 +89,14 @@ function firstError(why: string): string {
  * are skipped.
  *
  * @param env Told what is skipped or stale.
- * @param tls Whether the TLS scenarios run (and so need the C TLS reference).
+ * @param options Which other references to build: TLS, UDP.
  * @returns Why nothing can be measured, if nothing can.
  */
 export async function compile(
   env: Environment,
-  tls: boolean,
+  options: BuildOptions = {},
 ): Promise<string | undefined> {
+  const { tls = false, udp = false } = options;
   await Deno.mkdir(LOG_DIR, { recursive: true });
   let why = await build("loadgen.c", LOADGEN, ["-O2", "-DLOADGEN_TLS"], [
     ...OPENSSL_LIBS,
@@ -102,6 +121,10 @@ export async function compile(
       OPENSSL_LIBS,
     );
     if (cTls !== undefined) env.cTlsSkipped = firstError(cTls);
+  }
+  if (udp) {
+    const cUdp = await build("peers/udp_server.c", UDP_SERVER, ["-O3"]);
+    if (cUdp !== undefined) env.cUdpSkipped = firstError(cUdp);
   }
   return undefined;
 }

@@ -8,7 +8,7 @@
 
 import { TLS_CERT, TLS_KEY } from "./_paths.ts";
 import { capture } from "./_process.ts";
-import { isTls, type ServerName, type Settings } from "./_settings.ts";
+import { isTls, isUdp, type ServerName, type Settings } from "./_settings.ts";
 import { readClockTicks } from "./_system.ts";
 
 /** What was found on the machine; filled in by the build and the probe. */
@@ -31,6 +31,11 @@ export interface Environment {
   cTlsSkipped?: string;
   /** Why upcase is not measured over TLS (server.ts rejects --cert). */
   upcaseTlsSkipped?: string;
+  /** Why upcase is not measured over UDP (server.ts --help has no --udp or
+   * no --udp-rate). */
+  upcaseUdpSkipped?: string;
+  /** Why the C UDP reference is not measured, if it is not. */
+  cUdpSkipped?: string;
 }
 
 /**
@@ -59,6 +64,29 @@ export function tlsSkipReason(
 }
 
 /**
+ * Why a server cannot run the UDP scenario.
+ *
+ * @param name The server.
+ * @param env What the build and the probe found.
+ * @returns The reason; undefined when it can run it.
+ */
+export function udpSkipReason(
+  name: ServerName,
+  env: Environment,
+): string | undefined {
+  switch (name) {
+    case "upcase":
+      return env.upcaseSkipped ?? env.upcaseUdpSkipped;
+    case "node-udp":
+      return env.nodeSkipped;
+    case "c-udp":
+      return env.cUdpSkipped;
+    default:
+      return undefined;
+  }
+}
+
+/**
  * Looks for node and the server's flags, and notes the versions.
  *
  * @param env Filled in with what cannot run.
@@ -72,7 +100,8 @@ export async function probe(
   const clockTicks = await readClockTicks();
 
   const wantsNode = s.servers.includes("node") ||
-    (s.servers.includes("node-tls") && s.scenarios.some(isTls));
+    (s.servers.includes("node-tls") && s.scenarios.some(isTls)) ||
+    (s.servers.includes("node-udp") && s.scenarios.some(isUdp));
   const node = wantsNode ? await capture("node", ["--version"]) : undefined;
   if (wantsNode && node?.code !== 0) {
     env.nodeSkipped = "node was not found";
@@ -95,6 +124,8 @@ export async function probe(
       help.stdout.includes(flag) ? undefined : `server.ts has no ${flag} flag`;
     env.upcaseWorkersSkipped = lacks("--workers");
     env.upcaseMetricsSkipped = lacks("--metrics");
+    // The UDP server is newer than the rest: until it lands, its row says so.
+    env.upcaseUdpSkipped = lacks("--udp") ?? lacks("--udp-rate");
   }
   if (
     help?.code === 0 && s.scenarios.some(isTls) && !env.tlsSkipped &&
@@ -113,6 +144,9 @@ export async function probe(
     loadavg: Deno.loadavg(),
     clk_tck: clockTicks,
     upcase_max_conns_flag: env.upcaseMaxConns,
+    upcase_udp_flag: s.scenarios.some(isUdp)
+      ? help?.code === 0 && env.upcaseUdpSkipped === undefined
+      : undefined,
     openssl: s.scenarios.some(isTls)
       ? (await capture("openssl", ["version"]))?.stdout.trim()
       : undefined,

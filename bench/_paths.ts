@@ -24,6 +24,8 @@ export const LOADGEN: string = `${BUILD_DIR}loadgen`;
 export const EPOLL_SERVER: string = `${BUILD_DIR}epoll_server`;
 /** The compiled C TLS reference (bench/peers/epoll_tls_server.c). */
 export const EPOLL_TLS_SERVER: string = `${BUILD_DIR}epoll_tls_server`;
+/** The compiled C UDP reference (bench/peers/udp_server.c). */
+export const UDP_SERVER: string = `${BUILD_DIR}udp_server`;
 /** bench/.build/tls/: the certificates made for the TLS scenarios, by
  * tests/_certs.ts (the file names are its own). */
 export const TLS_DIR: string = `${BUILD_DIR}tls/`;

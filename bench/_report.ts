@@ -1,7 +1,8 @@
 // Copyright the upcase authors. MIT license.
 /**
  * The results as markdown: one table per scenario, upcase against its
- * targets, the transform alone; and the one-line account of each run.
+ * targets (plain, TLS, UDP), the transform alone; and the one-line account
+ * of each run.
  *
  * @module
  */
@@ -12,6 +13,8 @@ import type { RunRecord } from "./_runs.ts";
 import {
   baseScenario,
   isTls,
+  isUdp,
+  kindOf,
   type Scenario,
   type ServerName,
   serversOf,
@@ -37,6 +40,14 @@ const TLS_DENO: ServerName = "deno-tls";
 const TLS_UPCASE: readonly ServerName[] = ["upcase", "upcase-relay"];
 /** What upcase is to do over TLS: at least this many times node-tls. */
 const TLS_TARGET = 1.1;
+/** The C reference of the UDP scenario (recvmmsg/sendmmsg). */
+const UDP_REFERENCE: ServerName = "c-udp";
+/** The UDP server upcase is to be ahead of: Node's dgram. */
+const UDP_NODE: ServerName = "node-udp";
+/** The runtime's floor over UDP: a plain Deno.listenDatagram loop. */
+const UDP_DENO: ServerName = "deno-udp";
+/** "At the floor" over UDP: at least this many times deno-udp. */
+const UDP_FLOOR_TARGET = 0.95;
 /** The RSS per idle connection the targets allow, in bytes. */
 const IDLE_TARGET_BYTES = 8192;
 /** The generator's CPU share above which a number is marked †. */
@@ -44,11 +55,11 @@ const LOADGEN_BUSY = 0.85;
 
 /** The rows a table's ratios are taken to, where they ran. */
 interface References {
-  /** The C reference: epoll, or c-tls for the TLS scenarios. */
+  /** The C reference: epoll, c-tls for the TLS scenarios, c-udp for UDP. */
   ref?: Summary;
-  /** node-tls, for the TLS scenarios. */
+  /** node-tls for the TLS scenarios, node-udp for UDP. */
   node?: Summary;
-  /** deno-tls, for the TLS scenarios. */
+  /** deno-tls for the TLS scenarios, deno-udp for UDP. */
   deno?: Summary;
   /** upcase, for the plain scenarios when its variants run. */
   upcase?: Summary;
@@ -89,7 +100,9 @@ const cpuColumns: Column[] = [
  */
 function columnsFor(scenario: Scenario, againstUpcase: boolean): Column[] {
   const base = baseScenario(scenario);
-  const ref = isTls(scenario) ? TLS_REFERENCE : REFERENCE;
+  const ref = { plain: REFERENCE, tls: TLS_REFERENCE, udp: UDP_REFERENCE }[
+    kindOf(scenario)
+  ];
   /** The ratios of `key` to upcase, if asked for, titled after `title`. */
   const toUpcase = (key: string, title = ""): Column[] =>
     againstUpcase && !isTls(scenario)
@@ -104,6 +117,24 @@ function columnsFor(scenario: Scenario, againstUpcase: boolean): Column[] {
       ]
       : [{ title: `vs ${ref}`, cell: versus(key) }, ...toUpcase(key)];
   switch (base) {
+    case "udp":
+      return [
+        { title: "round trips/s", cell: capped("ops_per_s") },
+        {
+          title: "range",
+          cell: (s) => `${fmt(s.ops_per_s_min)}–${fmt(s.ops_per_s_max)}`,
+        },
+        { title: `vs ${UDP_DENO}`, cell: versus("ops_per_s", "deno") },
+        { title: `vs ${UDP_NODE}`, cell: versus("ops_per_s", "node") },
+        { title: `vs ${ref}`, cell: versus("ops_per_s") },
+        { title: "lost", cell: (s) => fmt(s.lost) },
+        { title: "late", cell: (s) => fmt(s.late) },
+        { title: "p50 µs", cell: value("p50_us") },
+        { title: "p99 µs", cell: value("p99_us") },
+        { title: `p99 vs ${UDP_DENO}`, cell: versus("p99_us", "deno") },
+        { title: "server CPU µs/trip", cell: value("cpu_us_per_op", 1) },
+        ...cpuColumns,
+      ];
     case "rtt":
     case "oneshot":
       return [
@@ -163,6 +194,8 @@ function scenarioTitle(scenario: Scenario, s: Settings): string {
       } MiB through 1 TLS connection`;
     case "tls-oneshot":
       return `tls-oneshot: connect, full TLS handshake, ${s.oneshotSize} B, close_notify, read to the end, close; ${s.oneshotInFlight} in flight, ${s.oneshotSeconds} s`;
+    case "udp":
+      return `udp: ${s.udpInFlight} datagrams in flight × ${s.udpSize} B round trips, ${s.udpSeconds} s (lost: no reply within ${s.udpLossTimeoutMs} ms)`;
   }
 }
 
@@ -302,9 +335,45 @@ function tlsTargetRows(
   ];
 }
 
+/** upcase against its targets over UDP: ahead of Node's dgram, at the
+ * floor of Deno.listenDatagram. */
+function udpTargetRows(summaries: Map<string, Summary>): string[] {
+  const get = usableOf(summaries);
+  const up = get("udp", UPCASE);
+  if (!up) return [];
+  const targets: [RatioTarget, ServerName][] = [
+    [{
+      title: `udp round trips/s > 1.0× ${UDP_NODE} (ahead of Node's dgram)`,
+      scenario: "udp",
+      key: "ops_per_s",
+      ok: (r) => r > 1,
+    }, UDP_NODE],
+    [{
+      title: `udp round trips/s ≥ ${
+        fmt(UDP_FLOOR_TARGET, 2)
+      }× ${UDP_DENO} (at the Deno floor)`,
+      scenario: "udp",
+      key: "ops_per_s",
+      ok: (r) => r >= UDP_FLOOR_TARGET,
+    }, UDP_DENO],
+  ];
+  return [
+    "",
+    "### upcase against its targets over UDP",
+    "",
+    "| target | upcase | met |",
+    "| --- | ---: | :---: |",
+    ...targets.map(([target, ref]) =>
+      `| ${target.title} | ${
+        ratioCells(up, get("udp", ref), target).join(" | ")
+      } |`
+    ),
+  ];
+}
+
 /** The variants of upcase that the plain scenarios run. */
 function variantsRun(s: Settings): ServerName[] {
-  return s.scenarios.some((sc) => !isTls(sc))
+  return s.scenarios.some((sc) => kindOf(sc) === "plain")
     ? UPCASE_VARIANTS.filter((name) => s.servers.includes(name))
     : [];
 }
@@ -331,7 +400,7 @@ export function markdown(
   const reps = s.reps === 1 ? "1 run" : `the median of ${s.reps} runs`;
   const variants = variantsRun(s);
   const named = [
-    s.scenarios.some((sc) => !isTls(sc)) &&
+    s.scenarios.some((sc) => kindOf(sc) === "plain") &&
     `"vs ${REFERENCE}": the C epoll reference`,
     variants.length > 0 &&
     `"vs ${UPCASE}": upcase as it runs by default, one thread and no ` +
@@ -376,6 +445,26 @@ export function markdown(
         "(the note below gives both command lines).",
     );
   }
+  if (s.scenarios.some(isUdp)) {
+    out.push(
+      "",
+      "UDP: the generator keeps its datagrams in flight from one socket " +
+        "(sendmmsg, recvmmsg), each lowercase letters that start with its " +
+        "sequence number, and checks every byte of every reply; one not " +
+        `answered within ${s.udpLossTimeoutMs} ms is counted lost and ` +
+        "replaced by a new one (lost: over all runs; late: replies after " +
+        "that, or twice). " +
+        `"vs ${UDP_DENO}" is the ratio to a plain Deno.listenDatagram ` +
+        "loop (bench/peers/deno_udp_server.ts: receive into 64 KiB, " +
+        "upper-case, await the send), the floor of the runtime; " +
+        `"vs ${UDP_NODE}" to Node's dgram (bench/peers/node_udp_server.mjs), ` +
+        `which upcase is to be ahead of; "vs ${UDP_REFERENCE}" to the C ` +
+        "recvmmsg/sendmmsg server (bench/peers/udp_server.c). " +
+        "deno-node-udp is node_udp_server.mjs's handler under Deno's " +
+        "node:dgram (bench/peers/deno_node_udp_server.ts). " +
+        '"range" is the lowest and highest round trips/s of the runs.',
+    );
+  }
   for (const note of notes) out.push("", `Note: ${note}`);
   for (const scenario of s.scenarios) {
     const columns = columnsFor(scenario, variants.length > 0);
@@ -388,6 +477,12 @@ export function markdown(
         ref: get(scenario, TLS_REFERENCE),
         node: get(scenario, TLS_NODE),
         deno: get(scenario, TLS_DENO),
+      }
+      : isUdp(scenario)
+      ? {
+        ref: get(scenario, UDP_REFERENCE),
+        node: get(scenario, UDP_NODE),
+        deno: get(scenario, UDP_DENO),
       }
       : { ref: get(scenario, REFERENCE), upcase: get(scenario, UPCASE) };
     // "vs upcase" is for upcase and its variants only.
@@ -429,6 +524,7 @@ export function markdown(
   }
   out.push(...targetRows(summaries));
   out.push(...tlsTargetRows(summaries, s.servers));
+  out.push(...udpTargetRows(summaries));
   if (transform) {
     const ratio = transform.naiveNs / transform.shippedNs;
     out.push(
@@ -468,6 +564,10 @@ export function describe(r: RunRecord): string {
       return `${fmt(num(g, "ops_per_s"))}/s, p99 ${
         fmt(num(g, "p99_us"))
       } µs, ${cpu}${tail}`;
+    case "udp":
+      return `${fmt(num(g, "ops_per_s"))}/s, p99 ${
+        fmt(num(g, "p99_us"))
+      } µs, lost ${fmt(num(g, "lost"))}, ${cpu}${tail}`;
     case "stream":
       return `${fmt(num(g, "bytes_per_s") / 1e9, 2)} GB/s, ${
         fmt(num(g, "seconds"), 2)

@@ -13,6 +13,7 @@ import { sleep } from "./_process.ts";
 import { loadgenArgs, loadgenTimeoutMs } from "./_scenarios.ts";
 import {
   freePorts,
+  freeUdpPorts,
   needsMetricsPort,
   readyLine,
   type RunningServer,
@@ -22,6 +23,7 @@ import {
 } from "./_servers.ts";
 import {
   isTls,
+  isUdp,
   type Scenario,
   type ServerName,
   type Settings,
@@ -66,19 +68,23 @@ export async function runOnce(
   env: Environment,
 ): Promise<RunRecord> {
   const record: RunRecord = { scenario, server: name, rep, ok: false };
-  const [port, metricsPort] = freePorts(needsMetricsPort(name) ? 2 : 1) as [
-    number,
-    number?,
-  ];
+  const udp = isUdp(scenario);
+  const [port, metricsPort] =
+    (udp ? freeUdpPorts(1) : freePorts(needsMetricsPort(name) ? 2 : 1)) as [
+      number,
+      number?,
+    ];
   const log = `${LOG_DIR}${name}-${scenario}-${rep + 1}.log`;
   let server: RunningServer;
   try {
     const command = serverCommand(name, port, env, {
       tls: isTls(scenario),
+      udp,
       metricsPort,
     });
     server = await startServer(command, port, log, {
-      readyLine: readyLine(name),
+      readyLine: readyLine(name, udp),
+      udp,
     });
   } catch (err: unknown) {
     record.error = `Server: ${err instanceof Error ? err.message : err}`;

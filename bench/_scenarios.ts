@@ -54,6 +54,12 @@ export function loadgenArgs(
         ...["-w", String(s.warmupSeconds)],
         ...tls,
       ];
+    case "udp":
+      return [
+        ...["udp", "-p", p, "-c", String(s.udpInFlight)],
+        ...["-s", String(s.udpSize), "-d", String(s.udpSeconds)],
+        ...["-w", String(s.warmupSeconds), "-L", String(s.udpLossTimeoutMs)],
+      ];
     case "idle":
       return [
         ...["idle", "-p", p, "-c", String(s.idleConns)],
@@ -81,6 +87,8 @@ export function loadgenTimeoutMs(scenario: Scenario, s: Settings): number {
       return (s.warmupSeconds + s.oneshotSeconds + 10) * 1000;
     case "idle":
       return (s.idleConnectLimitSeconds + 25) * 1000 + s.idleHoldMs;
+    case "udp":
+      return (s.warmupSeconds + s.udpSeconds + 10) * 1000;
   }
 }
 
@@ -118,5 +126,7 @@ function typicalRunSeconds(scenario: Scenario, s: Settings): number {
       return s.warmupSeconds + s.oneshotSeconds + 0.6;
     case "idle":
       return 1.5 + s.idleHoldMs / 1000 + s.idleConns / 10_000;
+    case "udp":
+      return s.warmupSeconds + s.udpSeconds + 0.6;
   }
 }

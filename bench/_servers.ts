@@ -1,7 +1,7 @@
 // Copyright the upcase authors. MIT license.
 /**
  * The servers under test: their command lines, and starting and stopping
- * one on a free loopback port.
+ * one on a free loopback port (TCP, or UDP for the UDP scenario).
  *
  * @module
  */
@@ -13,9 +13,10 @@ import {
   ROOT_DIR,
   TLS_CERT,
   TLS_KEY,
+  UDP_SERVER,
 } from "./_paths.ts";
 import { killQuietly, sleep, spawn } from "./_process.ts";
-import type { ServerName } from "./_settings.ts";
+import type { ScenarioKind, ServerName } from "./_settings.ts";
 
 /** Passed to server.ts when its --help mentions the flag. */
 export const UPCASE_MAX_CONNS = 20_000;
@@ -25,6 +26,10 @@ export const START_TIMEOUT_MS = 10_000;
 export const STOP_TIMEOUT_MS = 3_000;
 /** How many Worker threads `upcase-w2` runs. */
 export const UPCASE_WORKERS = 2;
+/** The start of upcase's line once its UDP socket is bound. */
+export const UPCASE_UDP_READY = "Answering datagrams on 127.0.0.1:";
+/** The start of every peer's line once it listens (or is bound). */
+export const PEER_READY = "listening on 127.0.0.1:";
 
 /**
  * Free loopback ports, all different: bind port 0 that many times, read
@@ -43,6 +48,24 @@ export function freePorts(count: number): number[] {
   return ports;
 }
 
+/**
+ * Free loopback UDP ports, all different, the same way as
+ * {@linkcode freePorts}.
+ *
+ * @param count How many.
+ * @returns The ports.
+ */
+export function freeUdpPorts(count: number): number[] {
+  const sockets = Array.from(
+    { length: count },
+    () =>
+      Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 }),
+  );
+  const ports = sockets.map((s) => (s.addr as Deno.NetAddr).port);
+  for (const socket of sockets) socket.close();
+  return ports;
+}
+
 /** How {@linkcode serverCommand} runs a server. */
 export interface CommandOptions {
   /**
@@ -52,6 +75,12 @@ export interface CommandOptions {
    * @default {false}
    */
   tls?: boolean;
+  /**
+   * Whether `upcase` is to answer datagrams (`server.ts --udp`).
+   *
+   * @default {false}
+   */
+  udp?: boolean;
   /**
    * The port of `upcase-metrics`' `--metrics` on 127.0.0.1; `"MPORT"` (or
    * any text) for a note.
@@ -77,11 +106,18 @@ export function needsMetricsPort(name: ServerName): boolean {
  * connection does not say so: `upcase-w2` logs "Accepting connections" once
  * every Worker listens (the first alone may accept before), and
  * `upcase-metrics` logs "Serving metrics" once the metrics server does.
+ * Over UDP there is nothing to accept, and every server's line is needed:
+ * upcase's "Answering datagrams on", the peers' "listening on".
  *
  * @param name The server.
+ * @param udp Whether it serves the UDP scenario.
  * @returns The start of the line; undefined when accepting is enough.
  */
-export function readyLine(name: ServerName): string | undefined {
+export function readyLine(
+  name: ServerName,
+  udp = false,
+): string | undefined {
+  if (udp) return name === "upcase" ? UPCASE_UDP_READY : PEER_READY;
   switch (name) {
     case "upcase-w2":
       return "Accepting connections on ";
@@ -102,12 +138,15 @@ export function readyLine(name: ServerName): string | undefined {
  * loopback port) rather than `127.0.0.1:PORT`. `upcase-w2` has
  * `--workers 2` and `--allow-read=src` (each Worker loads the library's
  * modules); `upcase-metrics` has `--metrics` on a second port, which its
- * `--allow-net` names too.
+ * `--allow-net` names too. Over UDP, upcase and the Deno peers have
+ * `--allow-net=127.0.0.1` (any port): Deno checks the destination of every
+ * datagram sent, and the generator's port is any; upcase has
+ * `--udp-rate 0`, no per-source rate limit (the generator is one source).
  *
  * @param name The server.
  * @param port Its port on 127.0.0.1; `"PORT"` (or any text) for a note.
  * @param env What the probe found.
- * @param options TLS, and the metrics port.
+ * @param options TLS or UDP, and the metrics port.
  * @returns The program and its arguments.
  */
 export function serverCommand(
@@ -116,7 +155,7 @@ export function serverCommand(
   env: Environment,
   options: CommandOptions = {},
 ): string[] {
-  const { tls = false, metricsPort = "MPORT" } = options;
+  const { tls = false, udp = false, metricsPort = "MPORT" } = options;
   const deno = Deno.execPath();
   const allowNet = `--allow-net=127.0.0.1:${port}`;
   const allowRead = `--allow-read=${TLS_CERT},${TLS_KEY}`;
@@ -126,6 +165,12 @@ export function serverCommand(
       return [EPOLL_SERVER, String(port)];
     case "upcase":
     case "upcase-relay": {
+      if (udp && name === "upcase") {
+        return [
+          ...[deno, "run", "--allow-net=127.0.0.1", "server.ts", "--udp"],
+          ...["--host", "127.0.0.1", "--port", String(port), "--udp-rate", "0"],
+        ];
+      }
       const relay = name === "upcase-relay";
       const cmd = [deno, "run"];
       if (relay) cmd.push("--allow-net=127.0.0.1", allowRead);
@@ -172,6 +217,19 @@ export function serverCommand(
       ];
     case "c-tls":
       return [EPOLL_TLS_SERVER, String(port), ...keyPair];
+    case "c-udp":
+      return [UDP_SERVER, String(port)];
+    case "node-udp":
+      return ["node", "bench/peers/node_udp_server.mjs", String(port)];
+    case "deno-udp":
+    case "deno-node-udp":
+      return [
+        ...[deno, "run", "--allow-net=127.0.0.1"],
+        name === "deno-udp"
+          ? "bench/peers/deno_udp_server.ts"
+          : "bench/peers/deno_node_udp_server.ts",
+        String(port),
+      ];
   }
 }
 
@@ -195,32 +253,44 @@ export function showCommand(command: readonly string[]): string {
  * exactly, as {@linkcode showCommand} shows it.
  *
  * @param env What the probe found.
- * @param runs Whether a server runs a scenario of the kind (TLS or not).
+ * @param runs Whether a server runs a scenario of the kind.
  * @returns The note; undefined when upcase does not run.
  */
 export function upcaseNote(
   env: Environment,
-  runs: (name: ServerName, tls: boolean) => boolean,
+  runs: (name: ServerName, kind: ScenarioKind) => boolean,
 ): string | undefined {
-  const line = (name: ServerName, tls: boolean) =>
-    `\`${showCommand(serverCommand(name, "PORT", env, { tls }))}\``;
+  const line = (name: ServerName, kind: ScenarioKind = "plain") =>
+    `\`${
+      showCommand(
+        serverCommand(name, "PORT", env, {
+          tls: kind === "tls",
+          udp: kind === "udp",
+        }),
+      )
+    }\``;
   const said = [
-    runs("upcase", false) && `upcase runs as ${line("upcase", false)}`,
-    runs("upcase", true) &&
-    `over TLS, upcase runs as ${line("upcase", true)} (--allow-ffi: a ` +
+    runs("upcase", "plain") && `upcase runs as ${line("upcase")}`,
+    runs("upcase", "tls") &&
+    `over TLS, upcase runs as ${line("upcase", "tls")} (--allow-ffi: a ` +
       "client that stalls its handshake is shut down through FFI)",
-    runs("upcase-relay", true) &&
-    `upcase-relay runs as ${line("upcase-relay", true)} (no --allow-ffi: ` +
+    runs("upcase", "udp") &&
+    `over UDP, upcase runs as ${line("upcase", "udp")} ` +
+      "(--allow-net=127.0.0.1, every port: Deno checks the destination of " +
+      "each datagram sent; --udp-rate 0: no per-source rate limit, the " +
+      "generator being one source)",
+    runs("upcase-relay", "tls") &&
+    `upcase-relay runs as ${line("upcase-relay", "tls")} (no --allow-ffi: ` +
       "every client is relayed to an in-process Deno.listenTls on " +
       "127.0.0.1:0, hence --allow-net=127.0.0.1)",
-    runs("upcase-w2", false) &&
-    `upcase-w2 runs as ${line("upcase-w2", false)} (${UPCASE_WORKERS} ` +
+    runs("upcase-w2", "plain") &&
+    `upcase-w2 runs as ${line("upcase-w2")} (${UPCASE_WORKERS} ` +
       "Worker threads in one process, each with its own SO_REUSEPORT " +
       "listener; --allow-read=src for the modules the Workers load; the " +
       `generator shares the ${navigator.hardwareConcurrency} cores with ` +
       "them)",
-    runs("upcase-metrics", false) &&
-    `upcase-metrics runs as ${line("upcase-metrics", false)} (MPORT a ` +
+    runs("upcase-metrics", "plain") &&
+    `upcase-metrics runs as ${line("upcase-metrics")} (MPORT a ` +
       "second free port; nothing scrapes /metrics during the runs)",
   ].filter((text) => text !== false);
   if (said.length === 0) return undefined;
@@ -244,18 +314,25 @@ export interface StartOptions {
    * @default {undefined}
    */
   readyLine?: string;
+  /**
+   * The server answers datagrams: nothing to connect to, so the ready line
+   * alone says it is started (and must be given).
+   *
+   * @default {false}
+   */
+  udp?: boolean;
 }
 
 /**
  * Starts a server from the repository root with stdout and stderr going to
  * `log` (through `sh -c 'exec ...'`, so the PID is the server's own and the
- * driver copies no bytes), and waits until it accepts connections and, if
- * asked, its log holds the ready line.
+ * driver copies no bytes), and waits until it accepts connections (not
+ * over UDP) and, if asked, its log holds the ready line.
  *
  * @param command The program and its arguments.
  * @param port The port it listens on, on 127.0.0.1.
  * @param log The file its output goes to.
- * @param options The ready line.
+ * @param options The ready line; UDP.
  * @returns The server.
  * @throws {Error} When it exits or is not ready within 10 s.
  */
@@ -265,6 +342,9 @@ export async function startServer(
   log: string,
   options: StartOptions = {},
 ): Promise<RunningServer> {
+  // A run done again writes the same log: the last one's ready line must
+  // not count for this one.
+  await Deno.writeTextFile(log, "");
   const child = spawn("sh", [
     "-c",
     'log=$1; shift; exec "$@" >"$log" 2>&1',
@@ -276,7 +356,7 @@ export async function startServer(
   child.status.then(() => done = true, () => done = true);
   const server = { child, pid: child.pid, exited: () => done };
   const deadline = Date.now() + START_TIMEOUT_MS;
-  let accepting = false;
+  let accepting = options.udp === true;
   try {
     while (Date.now() < deadline && !done) {
       if (!accepting) {

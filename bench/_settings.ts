@@ -10,12 +10,20 @@
 export type PlainScenario = "rtt" | "stream" | "oneshot" | "idle";
 /** A load the generator puts on a server over TLS. */
 export type TlsScenario = "tls-rtt" | "tls-stream" | "tls-oneshot";
+/** A load the generator puts on a server over UDP. */
+export type UdpScenario = "udp";
 /** A load the generator puts on a server. */
-export type Scenario = PlainScenario | TlsScenario;
+export type Scenario = PlainScenario | TlsScenario | UdpScenario;
+/** What a scenario is at heart: a TLS one is a plain one over TLS. */
+export type BaseScenario = PlainScenario | UdpScenario;
+/** Which servers a scenario runs, and against which reference. */
+export type ScenarioKind = "plain" | "tls" | "udp";
 /** A server under test. `upcase-relay` is upcase over TLS without
  * `--allow-ffi`: each client relayed to an in-process Deno.listenTls;
  * `upcase-w2` is upcase with `--workers 2`, `upcase-metrics` upcase with
- * `--metrics` on a second port. */
+ * `--metrics` on a second port. Over UDP, `node-udp` is Node's dgram,
+ * `deno-udp` a plain Deno.listenDatagram loop, `deno-node-udp` node:dgram
+ * under Deno and `c-udp` the C recvmmsg/sendmmsg reference. */
 export type ServerName =
   | "epoll"
   | "upcase"
@@ -26,7 +34,11 @@ export type ServerName =
   | "deno-plain"
   | "node-tls"
   | "deno-tls"
-  | "c-tls";
+  | "c-tls"
+  | "node-udp"
+  | "deno-udp"
+  | "deno-node-udp"
+  | "c-udp";
 
 /** The scenarios over plain TCP: the default. */
 export const PLAIN_SCENARIOS: readonly PlainScenario[] = [
@@ -41,10 +53,13 @@ export const TLS_SCENARIOS: readonly TlsScenario[] = [
   "tls-stream",
   "tls-oneshot",
 ];
+/** The scenarios over UDP: `--udp`. */
+export const UDP_SCENARIOS: readonly UdpScenario[] = ["udp"];
 /** Every scenario, in the order of the tables. */
 export const ALL_SCENARIOS: readonly Scenario[] = [
   ...PLAIN_SCENARIOS,
   ...TLS_SCENARIOS,
+  ...UDP_SCENARIOS,
 ];
 /** The servers of the plain scenarios, in the order of the table rows. */
 export const PLAIN_SERVERS: readonly ServerName[] = [
@@ -69,9 +84,17 @@ export const TLS_SERVERS: readonly ServerName[] = [
   "deno-tls",
   "c-tls",
 ];
+/** The servers of the UDP scenarios, in the order of the table rows. */
+export const UDP_SERVERS: readonly ServerName[] = [
+  "upcase",
+  "node-udp",
+  "deno-udp",
+  "deno-node-udp",
+  "c-udp",
+];
 /** Every server. */
 export const ALL_SERVERS: readonly ServerName[] = [
-  ...new Set([...PLAIN_SERVERS, ...TLS_SERVERS]),
+  ...new Set([...PLAIN_SERVERS, ...TLS_SERVERS, ...UDP_SERVERS]),
 ];
 /** The servers of the default run: all but the variants. */
 export const DEFAULT_SERVERS: readonly ServerName[] = ALL_SERVERS.filter(
@@ -89,13 +112,33 @@ export function isTls(scenario: Scenario): scenario is TlsScenario {
 }
 
 /**
+ * Whether a scenario runs over UDP.
+ *
+ * @param scenario The scenario.
+ * @returns True for the udp scenario.
+ */
+export function isUdp(scenario: Scenario): scenario is UdpScenario {
+  return scenario === "udp";
+}
+
+/**
+ * The kind of a scenario: plain TCP, TLS or UDP.
+ *
+ * @param scenario The scenario.
+ * @returns Its kind.
+ */
+export function kindOf(scenario: Scenario): ScenarioKind {
+  return isTls(scenario) ? "tls" : isUdp(scenario) ? "udp" : "plain";
+}
+
+/**
  * The plain scenario a TLS one repeats over TLS (`tls-rtt` is `rtt`).
  *
  * @param scenario The scenario.
- * @returns The plain scenario; itself when it is one.
+ * @returns The plain scenario; itself when it is not a TLS one.
  */
-export function baseScenario(scenario: Scenario): PlainScenario {
-  return (isTls(scenario) ? scenario.slice(4) : scenario) as PlainScenario;
+export function baseScenario(scenario: Scenario): BaseScenario {
+  return (isTls(scenario) ? scenario.slice(4) : scenario) as BaseScenario;
 }
 
 /**
@@ -103,13 +146,15 @@ export function baseScenario(scenario: Scenario): PlainScenario {
  *
  * @param scenario The scenario.
  * @param servers The servers asked for.
- * @returns Those of them that serve the scenario's kind (TLS or not).
+ * @returns Those of them that serve the scenario's kind (plain, TLS, UDP).
  */
 export function serversOf(
   scenario: Scenario,
   servers: readonly ServerName[],
 ): ServerName[] {
-  const kind = isTls(scenario) ? TLS_SERVERS : PLAIN_SERVERS;
+  const kind = { plain: PLAIN_SERVERS, tls: TLS_SERVERS, udp: UDP_SERVERS }[
+    kindOf(scenario)
+  ];
   return servers.filter((name) => kind.includes(name));
 }
 
@@ -128,6 +173,13 @@ export interface Settings {
   oneshotInFlight: number;
   oneshotSize: number;
   idleConns: number;
+  /** udp: datagrams in flight at once. */
+  udpInFlight: number;
+  udpSize: number;
+  udpSeconds: number;
+  /** udp: a datagram not answered after this long is counted lost (and
+   * replaced by a new one). */
+  udpLossTimeoutMs: number;
   /** The generator gives up opening idle connections after this long. */
   idleConnectLimitSeconds: number;
   /** How long idle connections are held before RSS is read. */
@@ -144,7 +196,7 @@ export interface Settings {
 
 /** The help text. */
 export const USAGE =
-  `Usage: deno task bench [--quick] [--tls] [--variants] [--only=SERVERS] [--scenarios=LIST] [--reps=N] [--no-transform]
+  `Usage: deno task bench [--quick] [--tls] [--udp] [--variants] [--only=SERVERS] [--scenarios=LIST] [--reps=N] [--no-transform]
 
   --quick            1 repetition, 2 s runs, 256 MiB stream, 2,000 idle conns
   --tls              also the TLS scenarios (${TLS_SCENARIOS.join(", ")}):
@@ -153,6 +205,12 @@ export const USAGE =
     TLS_SERVERS.filter((name) => !name.startsWith("upcase")).join(", ")
   }
                      (about 5.5 more minutes; about 1 more with --quick)
+  --udp              also the UDP scenario (${UDP_SCENARIOS.join(", ")}):
+                     upcase --udp against ${
+    UDP_SERVERS.filter((name) => name !== "upcase").join(", ")
+  }
+                     (about 2.5 more minutes; half a minute with --quick;
+                     --scenarios=udp runs it alone)
   --variants         also upcase's variants in the plain scenarios
                      (${UPCASE_VARIANTS.join(", ")}): upcase with --workers 2
                      (2 Worker threads, SO_REUSEPORT) and with --metrics on a
@@ -167,7 +225,8 @@ export const USAGE =
   --no-transform     skip timing the transform alone
 
 Each scenario runs the servers of --only that serve it: the plain ones
-${PLAIN_SERVERS.join(", ")}; the TLS ones ${TLS_SERVERS.join(", ")}.
+${PLAIN_SERVERS.join(", ")}; the TLS ones ${TLS_SERVERS.join(", ")};
+the UDP one ${UDP_SERVERS.join(", ")}.
 For example, upcase against its variants and the C reference only:
   deno task bench --only=upcase,${UPCASE_VARIANTS.join(",")},epoll
 
@@ -204,6 +263,7 @@ export function parseSettings(args: string[]): Settings | undefined {
   let transform = true;
   let reps: number | undefined;
   let tls = false;
+  let udp = false;
   let variants = false;
   let servers = [...DEFAULT_SERVERS];
   let scenarios: Scenario[] = [...PLAIN_SCENARIOS];
@@ -216,6 +276,8 @@ export function parseSettings(args: string[]): Settings | undefined {
       quick = true;
     } else if (arg === "--tls") {
       tls = true;
+    } else if (arg === "--udp") {
+      udp = true;
     } else if (arg === "--variants") {
       variants = true;
     } else if (arg === "--no-transform") {
@@ -237,9 +299,9 @@ export function parseSettings(args: string[]): Settings | undefined {
       servers.includes(name)
     );
   }
-  if (tls) {
+  if (tls || udp) {
     scenarios = ALL_SCENARIOS.filter((sc) =>
-      isTls(sc) || scenarios.includes(sc)
+      (tls && isTls(sc)) || (udp && isUdp(sc)) || scenarios.includes(sc)
     );
   }
   scenarios = scenarios.filter((sc) => serversOf(sc, servers).length > 0);
@@ -250,13 +312,16 @@ export function parseSettings(args: string[]): Settings | undefined {
   }
   // The TLS scenarios get their own time on top of the plain ones': about
   // 21 s a server a repetition, 10 s with --quick. So do the variants: about
-  // 25 s each a repetition, 13 s with --quick.
+  // 25 s each a repetition, 13 s with --quick; and the UDP scenario: about
+  // 8 s a server a repetition, 4 s with --quick.
   const withTls = scenarios.some(isTls);
+  const withUdp = scenarios.some(isUdp);
   const repsOrDefault = reps ?? (quick ? 1 : 3);
-  const variantsRun = scenarios.some((sc) => !isTls(sc))
+  const variantsRun = scenarios.some((sc) => kindOf(sc) === "plain")
     ? servers.filter((name) => UPCASE_VARIANTS.includes(name)).length
     : 0;
   const extra = (withTls ? (quick ? 75 : 330) : 0) +
+    (withUdp ? (quick ? 30 : 150) : 0) +
     variantsRun * repsOrDefault * (quick ? 13 : 25);
   return {
     quick,
@@ -273,6 +338,10 @@ export function parseSettings(args: string[]): Settings | undefined {
     idleConns: quick ? 2000 : 10_000,
     idleConnectLimitSeconds: 20,
     idleHoldMs: quick ? 500 : 1000,
+    udpInFlight: 50,
+    udpSize: 64,
+    udpSeconds: quick ? 2 : 5,
+    udpLossTimeoutMs: 200,
     transform,
     servers,
     scenarios,

@@ -8,7 +8,7 @@
 
 import { num } from "./_loadgen.ts";
 import type { RunRecord } from "./_runs.ts";
-import { baseScenario } from "./_settings.ts";
+import { baseScenario, isUdp } from "./_settings.ts";
 
 /** The CPU share of other processes above which a run is done again. */
 export const DISTURBED = 0.15;
@@ -49,6 +49,7 @@ export function metrics(r: RunRecord): Record<string, number> {
   switch (baseScenario(r.scenario)) {
     case "rtt":
     case "oneshot":
+    case "udp":
       for (const key of ["ops_per_s", "p50_us", "p99_us", "p999_us"]) {
         m[key] = num(g, key);
       }
@@ -108,12 +109,24 @@ export function summarize(runs: RunRecord[]): Map<string, Summary> {
     summary.failed_runs = group.length - good.length;
     summary.disturbed_runs = good.filter(disturbed).length;
     // Errors are added up over every run, not medianed: any is worth seeing.
-    summary.errors = group.reduce(
-      (sum, r) =>
-        sum + (num(r.loadgen, "errors") || 0) +
-        (num(r.loadgen, "verify_failures") || 0),
-      0,
-    );
+    const total = (...keys: string[]) =>
+      group.reduce(
+        (sum, r) =>
+          sum +
+          keys.reduce((n, k) => n + Math.max(0, num(r.loadgen, k) || 0), 0),
+        0,
+      );
+    summary.errors = total("errors", "verify_failures");
+    if (isUdp(group[0]!.scenario)) {
+      // So are the datagrams lost, and the range of the round trips/s.
+      summary.lost = total("lost");
+      summary.late = total("late");
+      summary.rcvbuf_drops = total("rcvbuf_drops"); // -1: not known
+      const rates = all.map((m) => m.ops_per_s ?? NaN)
+        .filter((v) => Number.isFinite(v));
+      summary.ops_per_s_min = rates.length ? Math.min(...rates) : NaN;
+      summary.ops_per_s_max = rates.length ? Math.max(...rates) : NaN;
+    }
     out.set(key, summary);
   }
   return out;

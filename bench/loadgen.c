@@ -1,8 +1,9 @@
 /*
  * loadgen.c: the load generator of the upcase benchmark.
  *
- * Single-threaded, epoll, non-blocking sockets. It only ever connects to
- * 127.0.0.1 (hard-coded; there is no option to name another host). Every
+ * Single-threaded, epoll, non-blocking sockets. It only ever connects (or,
+ * over UDP, sends) to 127.0.0.1 (hard-coded; there is no option to name
+ * another host). Every
  * reply byte is checked against the transform (a-z -> A-Z, nothing else
  * changes). Errors (refused, reset, early close) and mismatches are counted,
  * never fatal, and every mode stops by itself at its deadline.
@@ -29,6 +30,26 @@
  *            up at a time, prints "ready connected=N" on stdout, then holds
  *            them until stdin reaches EOF, SIGTERM/SIGINT, or -H seconds;
  *            then closes all.
+ *   udp      -c datagrams in flight (50), -s datagram bytes (64, 8 to
+ *            65507), -d seconds (5), -w warm-up (0.5), -L loss timeout ms
+ *            (200). One UDP socket, connected to 127.0.0.1:PORT, keeps -c
+ *            datagrams in flight, like rtt's connections. Each datagram is
+ *            lowercase ASCII letters: the first 8 are its sequence number in
+ *            base 26 ('a' is 0), the rest go on through the alphabet from
+ *            there, so a reply's own first 8 bytes say which datagram it
+ *            answers and what every byte of it must be (the same letters,
+ *            upper-cased). Slot i of -c sends the sequence numbers i, i + c,
+ *            i + 2c, ...; a datagram not answered within -L ms is counted
+ *            lost and replaced by the slot's next one, so the window stays
+ *            full; a reply that comes after that, or twice, is counted late
+ *            and is no round trip. One socket with sequence numbers rather
+ *            than one socket per slot: the generator reads up to 64 replies
+ *            per recvmmsg and sends up to 64 datagrams per sendmmsg, so it
+ *            spends less CPU per round trip than the servers it measures
+ *            (every server under test receives on one socket anyway). Its
+ *            own receive buffer is raised to 4 MiB (SO_RCVBUFFORCE as root),
+ *            and what it still dropped is reported apart (rcvbuf_drops), so
+ *            "lost" is the server's.
  *
  * TLS:     --tls (rtt, stream, oneshot) speaks TLS over every connection,
  *          with OpenSSL: SNI "localhost", the peer verified against --ca FILE
@@ -42,7 +63,7 @@
  *          tls_unclean_eofs, not as an error). Only when built with
  *          -DLOADGEN_TLS (and -lssl -lcrypto); otherwise --tls fails.
  *
- * Every mode: -S N spreads the connections over the source addresses
+ * Every TCP mode: -S N spreads the connections over the source addresses
  * 127.0.0.1 .. 127.0.0.N (all loopback; default 64 for oneshot, else 1).
  * Each oneshot connection leaves a TIME_WAIT socket on the generator's side
  * (it sends the first FIN); with a single source address, connect() soon
@@ -62,7 +83,11 @@
  * "mark end" lines (and "ready connected=N" in idle mode). Diagnostics go to
  * stderr. With --tls the JSON also has "tls":true, "tls_protocol",
  * "tls_cipher" (of the first connection), "tls_resumed" (handshakes that
- * resumed a session: 0) and "tls_unclean_eofs".
+ * resumed a session: 0) and "tls_unclean_eofs". The udp mode's JSON is
+ * rtt's ("conns" being the datagrams in flight) with "lost" (datagrams
+ * counted lost in the measured window), "late" (replies after that, or
+ * twice), "rcvbuf_drops" (replies the generator's own socket dropped, from
+ * SO_MEMINFO; -1 when the kernel does not tell) and "loss_timeout_ms".
  *
  * Build:  cc -O2 -Wall -Wextra -o loadgen loadgen.c
  *   TLS:  cc -O2 -Wall -Wextra -DLOADGEN_TLS -o loadgen loadgen.c -lssl -lcrypto
@@ -72,6 +97,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <linux/sock_diag.h> /* SK_MEMINFO_DROPS */
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -96,8 +122,9 @@
 
 /* ---------------------------------------------------------------- basics */
 
-enum mode { RTT, STREAM, ONESHOT, IDLE };
-static const char *const MODE_NAMES[] = {"rtt", "stream", "oneshot", "idle"};
+enum mode { RTT, STREAM, ONESHOT, IDLE, UDP };
+static const char *const MODE_NAMES[] = {"rtt", "stream", "oneshot", "idle",
+                                         "udp"};
 
 #define MAX_EVENTS 512
 #define READ_BUFFER_SIZE (256 * 1024)
@@ -105,6 +132,7 @@ static const char *const MODE_NAMES[] = {"rtt", "stream", "oneshot", "idle"};
 #define PERIOD 257 /* stream pattern period: prime, so writes drift over it */
 #define IDLE_SETUP_MAX 64 /* idle mode: connections being set up at once */
 #define STDIN_TAG UINT32_MAX /* epoll tag of stdin in idle mode */
+#define UDP_TAG (UINT32_MAX - 1) /* epoll tag of the udp mode's socket */
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -218,6 +246,7 @@ static long nsources = -1; /* -S: source addresses 127.0.0.1 .. 127.0.0.N */
 static long next_source;
 static int use_tls;         /* --tls */
 static const char *ca_file; /* --ca */
+static double loss_timeout_ms = 200; /* -L, udp mode */
 
 /* State. */
 static int epfd;
@@ -705,6 +734,298 @@ static void idle_readable(struct conn *c) {
   conn_close(c, ST_CLOSED);
 }
 
+/* ------------------------------------------------------------ mode: udp */
+
+#define UDP_BATCH 64     /* datagrams per sendmmsg and per recvmmsg */
+#define UDP_SEQ_DIGITS 8 /* base-26 digits of a sequence number (mod 26^8) */
+#define UDP_MAX_PAYLOAD 65507
+#define UDP_RCVBUF (4 << 20)
+
+enum udp_state {
+  UDP_QUEUED,    /* to be sent (in udp_queue) */
+  UDP_IN_FLIGHT, /* sent at t, its reply due */
+  UDP_RETRY,     /* its send failed; queued again at t */
+};
+
+/* One of the -c datagrams in flight. */
+struct udp_slot {
+  enum udp_state state;
+  uint64_t seq;      /* of the datagram queued or in flight */
+  uint64_t next_seq; /* the slot's next one: seq + nconns once sent */
+  uint64_t t;        /* see enum udp_state */
+};
+
+static int udp_fd = -1;
+static uint32_t udp_events; /* epoll mask registered now */
+static struct udp_slot *udp_slots;
+static long *udp_queue; /* slots to send, in order; each at most once */
+static long udp_queued;
+static uint64_t udp_next_scan; /* no loss or retry is due before this */
+static uint64_t udp_lost, udp_late;
+static long long udp_rcvbuf_drops = -1;
+/* "abc...z" repeated over size + 26 bytes, and upper-cased: a datagram's
+ * letters after its sequence number, and their reply. */
+static unsigned char *alphabet_lower, *alphabet_upper;
+static unsigned char *udp_out; /* UDP_BATCH datagrams being sent */
+static unsigned char *udp_in;  /* UDP_BATCH replies, size + 1 bytes each */
+static struct mmsghdr udp_out_msgs[UDP_BATCH], udp_in_msgs[UDP_BATCH];
+static struct iovec udp_out_iovs[UDP_BATCH], udp_in_iovs[UDP_BATCH];
+
+static uint64_t loss_timeout_ns(void) {
+  return (uint64_t)(loss_timeout_ms * 1e6);
+}
+
+/* Writes datagram `seq` (size bytes) to out. */
+static void udp_message(unsigned char *out, uint64_t seq) {
+  uint64_t v = seq;
+  for (int d = UDP_SEQ_DIGITS - 1; d >= 0; d--) {
+    out[d] = (unsigned char)('a' + v % 26);
+    v /= 26;
+  }
+  memcpy(out + UDP_SEQ_DIGITS, alphabet_lower + (seq + UDP_SEQ_DIGITS) % 26,
+         (size_t)size - UDP_SEQ_DIGITS);
+}
+
+static void udp_set_events(uint32_t events) {
+  if (events == udp_events) return;
+  struct epoll_event ev = {.events = events, .data.u32 = UDP_TAG};
+  if (epoll_ctl(epfd, EPOLL_CTL_MOD, udp_fd, &ev) < 0) {
+    perror("epoll_ctl");
+    exit(1);
+  }
+  udp_events = events;
+}
+
+static void udp_enqueue(long i) {
+  udp_slots[i].state = UDP_QUEUED;
+  udp_queue[udp_queued++] = i;
+}
+
+/* Queues slot i's next datagram (a new sequence number). */
+static void udp_next(long i) {
+  struct udp_slot *u = &udp_slots[i];
+  u->seq = u->next_seq;
+  u->next_seq += (uint64_t)nconns;
+  udp_enqueue(i);
+}
+
+/* Sends the queued datagrams, UDP_BATCH per sendmmsg; what the socket does
+ * not take waits for EPOLLOUT. A failed send (ECONNREFUSED: an ICMP port
+ * unreachable for an earlier datagram, no server there) is counted and
+ * that datagram sent again 10 ms later. */
+static void udp_flush(void) {
+  long done = 0;
+  while (done < udp_queued) {
+    unsigned n = udp_queued - done > UDP_BATCH ? UDP_BATCH
+                                               : (unsigned)(udp_queued - done);
+    for (unsigned k = 0; k < n; k++) {
+      unsigned char *out = udp_out + (size_t)k * (size_t)size;
+      udp_message(out, udp_slots[udp_queue[done + k]].seq);
+      udp_out_iovs[k] = (struct iovec){.iov_base = out, .iov_len = (size_t)size};
+      udp_out_msgs[k] = (struct mmsghdr){
+          .msg_hdr = {.msg_iov = &udp_out_iovs[k], .msg_iovlen = 1}};
+    }
+    uint64_t t = now_ns();
+    int sent = sendmmsg(udp_fd, udp_out_msgs, n, 0);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      note_error("send", errno);
+      struct udp_slot *u = &udp_slots[udp_queue[done++]];
+      u->state = UDP_RETRY;
+      u->t = t + 10 * 1000000u; /* 10 ms: no hot loop */
+      if (u->t < udp_next_scan) udp_next_scan = u->t;
+      continue;
+    }
+    for (int k = 0; k < sent; k++) {
+      struct udp_slot *u = &udp_slots[udp_queue[done + k]];
+      u->state = UDP_IN_FLIGHT;
+      u->t = t;
+    }
+    if (sent > 0 && t + loss_timeout_ns() < udp_next_scan)
+      udp_next_scan = t + loss_timeout_ns();
+    done += sent;
+  }
+  udp_queued -= done;
+  memmove(udp_queue, udp_queue + done, (size_t)udp_queued * sizeof *udp_queue);
+  udp_set_events(udp_queued > 0 ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+/* Counts the datagrams unanswered for -L ms as lost (inside the measured
+ * window) and queues the slots' next ones; queues the retries due. */
+static void udp_scan(uint64_t now) {
+  if (now < udp_next_scan) return;
+  uint64_t timeout = loss_timeout_ns();
+  uint64_t next = UINT64_MAX;
+  for (long i = 0; i < nconns; i++) {
+    struct udp_slot *u = &udp_slots[i];
+    uint64_t due = u->state == UDP_IN_FLIGHT ? u->t + timeout
+                   : u->state == UDP_RETRY   ? u->t
+                                             : UINT64_MAX;
+    if (due > now) {
+      if (due < next) next = due;
+    } else if (u->state == UDP_RETRY) {
+      udp_enqueue(i);
+    } else {
+      if (now >= t_measure && now < t_end) udp_lost++;
+      udp_next(i);
+    }
+  }
+  udp_next_scan = next;
+  if (udp_queued > 0 && now < t_end) udp_flush();
+}
+
+/* A reply that is not what it should be. */
+static void udp_verify_fail(const char *what, size_t at, unsigned got,
+                            const char *want) {
+  if (verify_failures == 0) {
+    fprintf(stderr, "verify: %s: byte %zu: got 0x%02x, want %s\n", what, at,
+            got, want);
+  }
+  verify_failures++;
+  note_error("verify", 0);
+}
+
+/* Checks one reply (n bytes, received at t) and, when it answers a
+ * datagram in flight, ends that round trip and queues the slot's next. */
+static void udp_reply(const unsigned char *got, size_t n, int flags,
+                      uint64_t t) {
+  if (n != (size_t)size || (flags & MSG_TRUNC)) {
+    verify_failures++;
+    note_error(n < (size_t)size ? "verify: reply shorter than the datagram"
+                                : "verify: reply longer than the datagram",
+               0);
+    return;
+  }
+  uint64_t seq = 0;
+  for (int d = 0; d < UDP_SEQ_DIGITS; d++) {
+    if ((unsigned char)(got[d] - 'A') >= 26) {
+      udp_verify_fail("sequence number", (size_t)d, got[d], "A-Z");
+      return; /* whose it is is unknown: its slot will count it lost */
+    }
+    seq = seq * 26 + (uint64_t)(got[d] - 'A');
+  }
+  long i = (long)(seq % (uint64_t)nconns);
+  struct udp_slot *u = &udp_slots[i];
+  int answers = u->state == UDP_IN_FLIGHT && seq == u->seq;
+  if (!answers && seq >= u->next_seq) {
+    verify_failures++;
+    note_error("verify: a reply to a datagram never sent", 0);
+    return;
+  }
+  const unsigned char *want =
+      alphabet_upper + (seq + UDP_SEQ_DIGITS) % 26;
+  if (memcmp(got + UDP_SEQ_DIGITS, want, (size_t)size - UDP_SEQ_DIGITS) != 0) {
+    size_t at = 0;
+    while (got[UDP_SEQ_DIGITS + at] == want[at]) at++;
+    char expected[8];
+    snprintf(expected, sizeof expected, "0x%02x", want[at]);
+    udp_verify_fail("payload", UDP_SEQ_DIGITS + at, got[UDP_SEQ_DIGITS + at],
+                    expected);
+    if (answers && t < t_end) udp_next(i); /* replaced, not lost */
+    return;
+  }
+  if (!answers) {
+    udp_late++;
+    return;
+  }
+  if (t >= t_measure && t < t_end) {
+    record(t - u->t);
+    ops++;
+  }
+  if (t < t_end) udp_next(i);
+}
+
+/* The socket is readable: every reply there (recvmmsg, a few rounds),
+ * then the slots' next datagrams in one go. */
+static void udp_readable(void) {
+  for (int round = 0; round < 16; round++) {
+    int n = recvmmsg(udp_fd, udp_in_msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      note_error("recv", errno); /* ECONNREFUSED: see udp_flush */
+      continue;
+    }
+    uint64_t t = now_ns();
+    for (int k = 0; k < n; k++) {
+      udp_reply(udp_in + (size_t)k * ((size_t)size + 1),
+                udp_in_msgs[k].msg_len, udp_in_msgs[k].msg_hdr.msg_flags, t);
+    }
+    if (n < UDP_BATCH) break;
+  }
+  if (udp_queued > 0) udp_flush();
+}
+
+static void udp_event(uint32_t ev) {
+  if ((ev & EPOLLOUT) && udp_queued > 0) udp_flush();
+  if (ev & (EPOLLIN | EPOLLERR)) udp_readable();
+}
+
+/* The socket, connected to 127.0.0.1:port (so only the server's replies
+ * come in, and an ICMP port unreachable is an error), the buffers, and the
+ * first -c datagrams. */
+static void udp_start(void) {
+  udp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (udp_fd < 0) {
+    perror("socket");
+    exit(1);
+  }
+  int rcvbuf = UDP_RCVBUF;
+  if (setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf))
+    setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  if (connect(udp_fd, (struct sockaddr *)&server_addr, sizeof server_addr)) {
+    perror("connect");
+    exit(1);
+  }
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = UDP_TAG};
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, udp_fd, &ev) < 0) {
+    perror("epoll_ctl");
+    exit(1);
+  }
+  udp_events = EPOLLIN;
+  udp_slots = calloc((size_t)nconns, sizeof *udp_slots);
+  udp_queue = calloc((size_t)nconns, sizeof *udp_queue);
+  alphabet_lower = malloc((size_t)size + 26);
+  alphabet_upper = malloc((size_t)size + 26);
+  udp_out = malloc((size_t)UDP_BATCH * (size_t)size);
+  udp_in = malloc((size_t)UDP_BATCH * ((size_t)size + 1));
+  if (!udp_slots || !udp_queue || !alphabet_lower || !alphabet_upper ||
+      !udp_out || !udp_in) {
+    perror("malloc");
+    exit(1);
+  }
+  for (long j = 0; j < size + 26; j++) {
+    alphabet_lower[j] = (unsigned char)('a' + j % 26);
+    alphabet_upper[j] = upcase_byte(alphabet_lower[j]);
+  }
+  for (int k = 0; k < UDP_BATCH; k++) {
+    /* One byte more than a datagram: a longer reply is seen (MSG_TRUNC). */
+    udp_in_iovs[k] = (struct iovec){
+        .iov_base = udp_in + (size_t)k * ((size_t)size + 1),
+        .iov_len = (size_t)size + 1};
+    udp_in_msgs[k].msg_hdr = (struct msghdr){.msg_iov = &udp_in_iovs[k],
+                                             .msg_iovlen = 1};
+  }
+  udp_next_scan = UINT64_MAX;
+  for (long i = 0; i < nconns; i++) {
+    udp_slots[i].next_seq = (uint64_t)i;
+    udp_next(i);
+  }
+  udp_flush();
+}
+
+/* Replies the generator's own socket dropped (its receive buffer full). */
+static void udp_read_drops(void) {
+#ifdef SO_MEMINFO
+  uint32_t info[SK_MEMINFO_VARS];
+  socklen_t len = sizeof info;
+  if (getsockopt(udp_fd, SOL_SOCKET, SO_MEMINFO, info, &len) == 0 &&
+      len > SK_MEMINFO_DROPS * sizeof info[0])
+    udp_rcvbuf_drops = info[SK_MEMINFO_DROPS];
+#endif
+}
+
 /* ------------------------------------------------------------- dispatch */
 
 static void on_connected(struct conn *c) {
@@ -733,6 +1054,8 @@ static void on_connected(struct conn *c) {
       idle_ready++;
     }
     set_events(c, EPOLLIN);
+    break;
+  case UDP: /* no connections: see udp_event */
     break;
   }
 }
@@ -792,14 +1115,16 @@ static void on_event(struct conn *c, uint32_t ev) {
   case IDLE:
     idle_readable(c);
     break;
+  case UDP:
+    break;
   }
 }
 
 /* ---------------------------------------------------------------- window */
 
 /*
- * The measured window: rtt and oneshot from the end of the warm-up to the
- * deadline, stream from the first connect to the last byte, idle from the
+ * The measured window: rtt, oneshot and udp from the end of the warm-up to
+ * the deadline, stream from the first connect to the last byte, idle from the
  * first connect to "ready". Its start and end are announced on stdout
  * ("mark start", "mark end") so that a driver can sample the server's CPU
  * at the same moments; the CPU this process reports is its own in the
@@ -855,6 +1180,7 @@ static void print_result(double seconds) {
   switch (mode) {
   case RTT:
   case ONESHOT:
+  case UDP:
     printf(",\"size\":%ld,\"seconds\":%.3f,\"ops\":%llu,\"ops_per_s\":%.1f,"
            "\"bytes_per_s\":%.1f,\"p50_us\":%.2f,\"p90_us\":%.2f,"
            "\"p99_us\":%.2f,\"p999_us\":%.2f,\"max_us\":%.2f,"
@@ -864,6 +1190,11 @@ static void print_result(double seconds) {
            quantile_us(0.90), quantile_us(0.99), quantile_us(0.999),
            (double)hist_max / 1000.0,
            hist_count ? (double)hist_sum / (double)hist_count / 1000.0 : 0);
+    if (mode == UDP)
+      printf(",\"lost\":%llu,\"late\":%llu,\"rcvbuf_drops\":%lld,"
+             "\"loss_timeout_ms\":%.0f",
+             (unsigned long long)udp_lost, (unsigned long long)udp_late,
+             udp_rcvbuf_drops, loss_timeout_ms);
     break;
   case STREAM:
     printf(",\"size\":%llu,\"seconds\":%.3f,\"bytes\":%llu,"
@@ -905,9 +1236,9 @@ static void print_result(double seconds) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: loadgen rtt|stream|oneshot|idle -p PORT [-c CONNS] "
+          "usage: loadgen rtt|stream|oneshot|idle|udp -p PORT [-c CONNS] "
           "[-s SIZE] [-d SECONDS] [-w WARMUP] [-t BYTES] [-H HOLD] [-P] "
-          "[-S SOURCES] [--tls --ca FILE]\n"
+          "[-S SOURCES] [-L LOSS_MS] [--tls --ca FILE]\n"
           "Connects to 127.0.0.1 only. See the comment at the top of "
           "loadgen.c.\n");
   exit(2);
@@ -949,6 +1280,7 @@ int main(int argc, char **argv) {
   else if (strcmp(m, "stream") == 0) mode = STREAM;
   else if (strcmp(m, "oneshot") == 0) mode = ONESHOT;
   else if (strcmp(m, "idle") == 0) mode = IDLE;
+  else if (strcmp(m, "udp") == 0) mode = UDP;
   else usage();
 
   int opt;
@@ -958,7 +1290,7 @@ int main(int argc, char **argv) {
       {"ca", required_argument, NULL, 'A'},
       {NULL, 0, NULL, 0},
   };
-  while ((opt = getopt_long(argc, argv, "p:c:s:d:w:t:H:PS:", long_options,
+  while ((opt = getopt_long(argc, argv, "p:c:s:d:w:t:H:PS:L:", long_options,
                             NULL)) != -1) {
     switch (opt) {
     case 'T':
@@ -994,13 +1326,16 @@ int main(int argc, char **argv) {
     case 'S':
       nsources = (long)parse_double(optarg);
       break;
+    case 'L':
+      loss_timeout_ms = parse_double(optarg);
+      break;
     default:
       usage();
     }
   }
   if (optind != argc || port <= 0 || port > 65535) usage();
-  static const long default_conns[] = {50, 1, 20, 10000};
-  static const double default_duration[] = {5, 120, 5, 30};
+  static const long default_conns[] = {50, 1, 20, 10000, 50};
+  static const double default_duration[] = {5, 120, 5, 30, 5};
   if (nconns < 0) nconns = default_conns[mode];
   if (duration < 0) duration = default_duration[mode];
   if (size < 0) size = mode == ONESHOT ? 32 : 64;
@@ -1009,7 +1344,10 @@ int main(int argc, char **argv) {
       nsources > 254)
     usage();
   if (mode == STREAM && stream_total < (uint64_t)nconns) usage();
-  if (use_tls && (mode == IDLE || ca_file == NULL)) usage();
+  if (use_tls && (mode == IDLE || mode == UDP || ca_file == NULL)) usage();
+  if (mode == UDP && (size < UDP_SEQ_DIGITS || size > UDP_MAX_PAYLOAD ||
+                      nsources != 1 || loss_timeout_ms < 1))
+    usage();
   if (use_tls) {
 #ifdef LOADGEN_TLS
     ssl_ctx = SSL_CTX_new(TLS_client_method());
@@ -1101,6 +1439,11 @@ int main(int argc, char **argv) {
     t_end = t_measure + seconds_to_ns(duration);
     for (long i = 0; i < nconns; i++) conn_open(&conns[i]);
     break;
+  case UDP:
+    t_measure = t_begin + seconds_to_ns(warmup);
+    t_end = t_measure + seconds_to_ns(duration);
+    udp_start();
+    break;
   case STREAM:
     t_end = t_begin + seconds_to_ns(duration);
     for (long i = 0; i < nconns; i++) conn_open(&conns[i]);
@@ -1114,7 +1457,8 @@ int main(int argc, char **argv) {
   uint64_t t_ready = 0;
   while (running) {
     uint64_t now = now_ns();
-    if ((mode == RTT || mode == ONESHOT) && now >= t_measure) window_open(now);
+    if ((mode == RTT || mode == ONESHOT || mode == UDP) && now >= t_measure)
+      window_open(now);
     if (stop_requested || now >= t_end) {
       if (mode == IDLE && !holding && !stop_requested) {
         fprintf(stderr, "idle: connect phase timed out\n");
@@ -1165,6 +1509,10 @@ int main(int argc, char **argv) {
 
     uint64_t wake = t_end;
     if (waiting > 0 && wake > now + 10000000u) wake = now + 10000000u;
+    if (mode == UDP) {
+      udp_scan(now);
+      if (udp_next_scan < wake) wake = udp_next_scan;
+    }
     int timeout = wake > now ? (int)((wake - now + 999999) / 1000000) : 0;
     if (timeout > 100) timeout = 100;
     int n = epoll_wait(epfd, evs, MAX_EVENTS, timeout);
@@ -1183,6 +1531,10 @@ int main(int argc, char **argv) {
         }
         continue;
       }
+      if (evs[i].data.u32 == UDP_TAG) {
+        udp_event(evs[i].events);
+        continue;
+      }
       on_event(&conns[evs[i].data.u32], evs[i].events);
     }
   }
@@ -1194,6 +1546,7 @@ int main(int argc, char **argv) {
   switch (mode) {
   case RTT:
   case ONESHOT:
+  case UDP:
     seconds = duration; /* the measured window */
     if (t_stop < t_end) /* stopped early by a signal */
       seconds = t_stop > t_measure ? (double)(t_stop - t_measure) / 1e9 : 0;
@@ -1216,6 +1569,10 @@ int main(int argc, char **argv) {
     break;
   }
   for (long i = 0; i < nconns; i++) conn_close(&conns[i], ST_CLOSED);
+  if (mode == UDP) {
+    udp_read_drops();
+    close(udp_fd);
+  }
   print_result(seconds);
   return 0;
 }

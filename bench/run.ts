@@ -38,6 +38,21 @@
  * bench/.build/tls/. Without libssl or openssl, or when server.ts rejects
  * `--cert`, those rows say SKIPPED and why; the plain rows run all the same.
  *
+ * With `--udp` (or `--scenarios=udp`, which runs it alone) the `udp`
+ * scenario runs too: the generator keeps 50 datagrams of 64 bytes in
+ * flight from one socket for 5 s (each reply checked byte for byte; one
+ * unanswered after 200 ms is counted lost and replaced) against `upcase`
+ * (`server.ts --udp --udp-rate 0` with `--allow-net=127.0.0.1`, every port,
+ * since Deno checks each datagram's destination), `node-udp` (Node's
+ * dgram, bench/peers/node_udp_server.mjs), `deno-udp` (a plain
+ * Deno.listenDatagram loop, bench/peers/deno_udp_server.ts: the floor),
+ * `deno-node-udp` (the same dgram handler under Deno's node:dgram,
+ * bench/peers/deno_node_udp_server.ts) and `c-udp` (C recvmmsg/sendmmsg,
+ * bench/peers/udp_server.c), with ratios to deno-udp (upcase's target:
+ * at it), node-udp (ahead of it) and c-udp. While server.ts --help names
+ * no `--udp` (or no `--udp-rate`), upcase's row says SKIPPED and why. About
+ * 2 minutes more, 3 × 5 servers × 8 s.
+ *
  * The markdown tables go to stdout and bench/.build/results.md, every raw
  * number to bench/.build/results.json. The whole run stays under 10
  * minutes (runs that could end later are skipped and said so; `--tls`
@@ -59,7 +74,7 @@
  * `--quick`), and the run's limits grow by as much.
  *
  * Run it from the repository root (the permissions name relative paths).
- * Options: `--quick`, `--tls`, `--variants`, `--only=upcase,epoll` (servers),
+ * Options: `--quick`, `--tls`, `--udp`, `--variants`, `--only=upcase,epoll` (servers),
  * `--scenarios=rtt,idle`, `--reps=N`, `--no-transform`, `--help`.
  *
  * The parts: _settings.ts (the command line), _build.ts (cc), _certs.ts
@@ -78,6 +93,7 @@ import {
   probe,
   sourcesDigest,
   tlsSkipReason,
+  udpSkipReason,
 } from "./_environment.ts";
 import { fmt } from "./_format.ts";
 import { num } from "./_loadgen.ts";
@@ -89,6 +105,8 @@ import { typicalSeconds } from "./_scenarios.ts";
 import { upcaseNote } from "./_servers.ts";
 import {
   isTls,
+  isUdp,
+  kindOf,
   parseSettings,
   type ServerName,
   serversOf,
@@ -116,7 +134,7 @@ async function main(): Promise<number> {
   // Logs of an earlier invocation would only confuse.
   await Deno.remove(LOG_DIR, { recursive: true }).catch(() => {});
   const tls = s.scenarios.some(isTls);
-  const noLoadgen = await compile(env, tls);
+  const noLoadgen = await compile(env, { tls, udp: s.scenarios.some(isUdp) });
   if (noLoadgen) {
     const message = `Skipped: the C load generator and the C epoll ` +
       `reference could not be built (${noLoadgen}); every measurement ` +
@@ -156,11 +174,17 @@ async function main(): Promise<number> {
       if (why) skipped.set(`${scenario}/${name}`, why);
     }
   }
+  for (const scenario of s.scenarios.filter(isUdp)) {
+    for (const name of serversOf(scenario, s.servers)) {
+      const why = udpSkipReason(name, env);
+      if (why) skipped.set(`${scenario}/${name}`, why);
+    }
+  }
   const upcase = upcaseNote(
     env,
-    (name, tls) =>
+    (name, kind) =>
       s.scenarios.some((sc) =>
-        isTls(sc) === tls && serversToRun(sc, s, skipped).includes(name)
+        kindOf(sc) === kind && serversToRun(sc, s, skipped).includes(name)
       ),
   );
   if (upcase) notes.push(upcase);
@@ -171,18 +195,25 @@ async function main(): Promise<number> {
       ) +
     (s.transform ? (s.quick ? 2 : 5) : 0);
   for (const note of notes) console.log(note);
+  const tlsSkips = [...skipped].filter(([k]) => !k.startsWith("udp/"));
   if (env.tlsSkipped && s.scenarios.some(isTls)) {
     console.log(`SKIPPED: every TLS row: ${env.tlsSkipped}`);
   } else {
-    const names = new Set([...skipped.keys()].map((k) => k.split("/")[1]));
+    const names = new Set(tlsSkips.map(([k]) => k.split("/")[1]));
     for (const name of names) {
-      const why = [...skipped].find(([k]) => k.endsWith(`/${name}`))?.[1];
+      const why = tlsSkips.find(([k]) => k.endsWith(`/${name}`))?.[1];
       console.log(`SKIPPED: ${name} over TLS: ${why}`);
     }
   }
+  for (const [key, why] of skipped) {
+    if (key.startsWith("udp/")) {
+      console.log(`SKIPPED: ${key.slice(4)} over UDP: ${why}`);
+    }
+  }
   const kinds = [
-    s.scenarios.filter((sc) => !isTls(sc)),
+    s.scenarios.filter((sc) => kindOf(sc) === "plain"),
     s.scenarios.filter(isTls),
+    s.scenarios.filter(isUdp),
   ];
   const groups = kinds
     .map((group) => ({
@@ -227,6 +258,17 @@ async function main(): Promise<number> {
         `${sum("tls_resumed")} handshake(s) resumed a session, ` +
         `${sum("tls_unclean_eofs")} connection(s) ended without the ` +
         "server's close_notify (after the whole reply).",
+    );
+  }
+  const generatorDrops = runs.reduce(
+    (n, r) => n + Math.max(0, num(r.loadgen, "rcvbuf_drops") || 0),
+    0,
+  );
+  if (generatorDrops > 0) {
+    notes.push(
+      `UDP: the generator's own socket dropped ${generatorDrops} ` +
+        "reply(ies) (its receive buffer was full): counted lost, but not " +
+        "the servers' doing.",
     );
   }
   if (late > 0) {

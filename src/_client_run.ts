@@ -4,6 +4,7 @@
 // one line. Internal.
 
 import { runUdpClient } from "./_udp_client.ts";
+import { STDIN_CHUNK_SIZE, stdinChunks, stdinLines } from "./_stdin.ts";
 import { MAXLINE } from "./constants.ts";
 import {
   connect,
@@ -24,16 +25,13 @@ import {
 } from "./_cli.ts";
 import { describeTlsFailure, formatTlsFailure } from "./_tls_errors.ts";
 import { ClientTrace, formatTrace, type TraceEvent } from "./_trace.ts";
-import { closeQuietly, concat, isPeerGone, writeAll } from "./_io.ts";
+import { closeQuietly, isPeerGone, writeAll } from "./_io.ts";
 import { ProgressLine } from "./_progress.ts";
 import { format as formatBytes } from "@std/fmt/bytes";
 import { type ClientCliOptions } from "./_client_args.ts";
 
 /** The seed's usage line, printed when the message is missing. */
 const SEED_USAGE = "usage: ./client message";
-
-/** The size of each read from stdin. */
-const STDIN_CHUNK_SIZE = 64 * 1024;
 
 /**
  * The most bytes an upcase server sends back for each byte it gets: one with
@@ -383,16 +381,6 @@ function warnIfShort(
   }
 }
 
-/** Reads stdin in chunks; each is valid until the next is asked for. */
-async function* stdinChunks(): AsyncGenerator<Uint8Array> {
-  const buf = new Uint8Array(STDIN_CHUNK_SIZE);
-  while (true) {
-    const n = await Deno.stdin.read(buf);
-    if (n === null) return;
-    yield buf.subarray(0, n);
-  }
-}
-
 /**
  * `-`: stdin to the server, the reply to stdout as it arrives. A long run
  * shows a progress line on stderr when that is a terminal and stdout is not
@@ -433,28 +421,6 @@ async function sendStdin(options: ClientCliOptions) {
     if (result.ascii) throw lostError("closed", result.received, result.sent);
     warnIfShort(options, result, result.sent);
   }
-}
-
-/** Splits stdin into lines, each with its newline (the last may lack it). */
-async function* stdinLines(): AsyncGenerator<Uint8Array> {
-  let pending: Uint8Array = new Uint8Array(0);
-  for await (const chunk of stdinChunks()) {
-    let start = 0;
-    let newline = chunk.indexOf(0x0a);
-    while (newline !== -1) {
-      const line = chunk.subarray(start, newline + 1);
-      yield pending.length > 0 ? concat([pending, line]) : line;
-      pending = new Uint8Array(0);
-      start = newline + 1;
-      newline = chunk.indexOf(0x0a, start);
-    }
-    pending = concat([pending, chunk.subarray(start)]);
-    if (pending.length >= STDIN_CHUNK_SIZE) {
-      yield pending; // a very long line goes out in pieces
-      pending = new Uint8Array(0);
-    }
-  }
-  if (pending.length > 0) yield pending;
 }
 
 /**

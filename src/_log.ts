@@ -92,9 +92,16 @@ export class LineWriter {
         await writeAll(this.#file, bytes);
       }
     } catch (err: unknown) {
-      // Nobody reads the log any more (`server.ts | head`): keep serving
-      // without it rather than die.
-      if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+      // Nobody reads the log any more (`server.ts | head`), or it cannot be
+      // written (a full disk): keep serving without it rather than die,
+      // and say so once where it can still be read.
+      if (!(err instanceof Deno.errors.BrokenPipe)) {
+        console.error(
+          `warning: the log cannot be written (${
+            err instanceof Error ? err.message : String(err)
+          }); serving on without it`,
+        );
+      }
       this.#closed = true;
       this.#lines = [];
     } finally {

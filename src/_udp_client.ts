@@ -8,8 +8,12 @@ import { toUpper } from "./transform.ts";
 import { CliError, EXIT, joinHostPort, printWarning } from "./_cli.ts";
 import { type ClientCliOptions } from "./_client_args.ts";
 import { writeAll } from "./_io.ts";
+import { stdinLines } from "./_stdin.ts";
 import { UDP_RECEIVE_BUFFER_BYTES } from "./serve_udp.ts";
 import { udpAddresses } from "./_udp_addr.ts";
+
+/** The largest UDP payload over IPv4: a longer -i line goes in pieces. */
+const MAX_UDP_IPV4_SIZE = 65_507;
 
 /** One datagram to send, and how to name it in an error. */
 interface Datagram {
@@ -26,8 +30,8 @@ class UdpExchange {
   #buffer = new Uint8Array(UDP_RECEIVE_BUFFER_BYTES);
   /** The receive under way: kept across timeouts, as it cannot be cancelled. */
   #pending: Promise<[Uint8Array, Deno.Addr]> | undefined;
-  /** The reply expected to the datagram before: a late one is skipped. */
-  #previous: Uint8Array | undefined;
+  /** The replies expected to the last datagrams: late ones are skipped. */
+  #earlier: Uint8Array[] = [];
 
   constructor(options: ClientCliOptions) {
     this.#options = options;
@@ -76,7 +80,15 @@ class UdpExchange {
       await this.#send(datagram.bytes);
       const reply = await this.#receive(performance.now() + timeout, expected);
       if (reply !== undefined) {
-        this.#previous = expected;
+        this.#earlier.push(expected);
+        if (this.#earlier.length > EARLIER_KEPT) this.#earlier.shift();
+        if (!isPrefix(reply, expected) && !this.#options.quiet) {
+          printWarning(
+            `The reply to ${
+              datagram.label === "" ? "the datagram" : datagram.label
+            } is not its bytes upper-cased: is the server upcase?`,
+          );
+        }
         return reply;
       }
     }
@@ -153,11 +165,11 @@ class UdpExchange {
         continue;
       }
       if (
-        this.#previous !== undefined && !equal(data, expected) &&
-        equal(data, this.#previous)
+        !isPrefix(data, expected) &&
+        this.#earlier.some((earlier) => isPrefix(data, earlier))
       ) {
         this.#trace(
-          `recvfrom(): ${data.length} bytes from ${peer}: a late reply to the datagram before, ignored`,
+          `recvfrom(): ${data.length} bytes from ${peer}: a late reply to an earlier datagram, ignored`,
         );
         continue;
       }
@@ -177,9 +189,19 @@ class UdpExchange {
   }
 }
 
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+/** Earlier datagrams whose late replies are recognised and skipped. */
+const EARLIER_KEPT = 64;
+
+/**
+ * Whether `reply` is `expected` or, from a `--once` server, its first
+ * bytes (at least one, or both empty).
+ */
+function isPrefix(reply: Uint8Array, expected: Uint8Array): boolean {
+  if (reply.length > expected.length) return false;
+  if (reply.length === 0 && expected.length > 0) return false;
+  for (let i = 0; i < reply.length; i++) {
+    if (reply[i] !== expected[i]) return false;
+  }
   return true;
 }
 
@@ -226,31 +248,12 @@ async function* pieces(size: number): AsyncGenerator<Datagram> {
   if (filled > 0) yield datagram(filled);
 }
 
-/** `-i`: one datagram per line of stdin, with its newline. */
+/** `-i`: one datagram per line of stdin, with its newline, bytes as they are. */
 async function* lines(): AsyncGenerator<Datagram> {
   let n = 0;
-  const input = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
-  let pending = "";
-  const encoder = new TextEncoder();
-  for await (const chunk of input) {
-    pending += chunk;
-    let newline = pending.indexOf("\n");
-    while (newline !== -1) {
-      n++;
-      yield {
-        bytes: encoder.encode(pending.slice(0, newline + 1)),
-        label: `datagram ${n} (line ${n})`,
-      };
-      pending = pending.slice(newline + 1);
-      newline = pending.indexOf("\n");
-    }
-  }
-  if (pending.length > 0) {
+  for await (const line of stdinLines(MAX_UDP_IPV4_SIZE)) {
     n++;
-    yield {
-      bytes: encoder.encode(pending),
-      label: `datagram ${n} (line ${n})`,
-    };
+    yield { bytes: line.slice(), label: `datagram ${n} (line ${n})` };
   }
 }
 
@@ -285,6 +288,9 @@ export async function runUdpClient(options: ClientCliOptions): Promise<number> {
       await writeAll(Deno.stdout, encoder.encode("\n"));
       warnIfShort(options, reply.length, bytes.length);
     }
+  } catch (err: unknown) {
+    // The reader of stdout stopped (`| head`): its choice, not a failure.
+    if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
   } finally {
     exchange.close();
   }

@@ -49,14 +49,19 @@ export const DROP_REASONS: readonly DropReason[] = [
 ];
 
 /**
- * Whether an address is a broadcast or multicast one, which no datagram
- * can truly come from: 0.0.0.0/8, 255.255.255.255, 224.0.0.0/4, ff00::/8,
- * and their IPv4-mapped forms (::ffff:a.b.c.d).
+ * Whether an address is a broadcast, multicast or unspecified one, which no
+ * datagram can truly come from: 0.0.0.0/8, 255.255.255.255, loopback's
+ * 127.255.255.255, 224.0.0.0/4, `::`, ff00::/8, their IPv4-mapped forms
+ * (::ffff:a.b.c.d), and the `broadcasts` given (the local subnets').
  *
  * @param hostname The source address, as Deno gives it.
+ * @param broadcasts Subnet broadcast addresses to refuse too.
  * @returns True when a reply must not go there.
  */
-export function isBroadcastOrMulticast(hostname: string): boolean {
+export function isBroadcastOrMulticast(
+  hostname: string,
+  broadcasts: ReadonlySet<string> = new Set(),
+): boolean {
   const host = hostname.toLowerCase();
   const mapped = host.match(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/);
   const v4 = mapped ? mapped[1]! : host;
@@ -64,9 +69,48 @@ export function isBroadcastOrMulticast(hostname: string): boolean {
   if (octets.length === 4) {
     const first = Number(octets[0]);
     return first === 0 || (first >= 224 && first <= 239) ||
-      v4 === "255.255.255.255";
+      v4 === "255.255.255.255" || v4 === "127.255.255.255" ||
+      broadcasts.has(v4);
   }
-  return host.startsWith("ff");
+  return host.startsWith("ff") || host === "::";
+}
+
+/**
+ * The broadcast address of each IPv4 subnet this machine is on, when it
+ * may read its interfaces (`--allow-sys=networkInterfaces`); none else.
+ *
+ * @returns The addresses, e.g. 192.168.1.255.
+ */
+export function localBroadcasts(): Set<string> {
+  const broadcasts = new Set<string>();
+  const allowed = Deno.permissions.querySync({
+    name: "sys",
+    kind: "networkInterfaces",
+  }).state === "granted";
+  if (!allowed) return broadcasts;
+  for (const nic of Deno.networkInterfaces()) {
+    if (nic.family !== "IPv4") continue;
+    const address = toNumber(nic.address);
+    const mask = toNumber(nic.netmask);
+    if (address === undefined || mask === undefined || mask === 0xffffffff) {
+      continue;
+    }
+    const broadcast = (address | ~mask) >>> 0;
+    broadcasts.add(
+      [24, 16, 8, 0].map((shift) => (broadcast >>> shift) & 0xff).join("."),
+    );
+  }
+  return broadcasts;
+}
+
+/** An IPv4 address as a 32-bit number. */
+function toNumber(address: string): number | undefined {
+  const octets = address.split(".").map(Number);
+  if (octets.length !== 4 || octets.some((o) => !(o >= 0 && o <= 255))) {
+    return undefined;
+  }
+  return ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) |
+    octets[3]!) >>> 0;
 }
 
 /** The default of `--udp-rate`: replies per second to one source address. */

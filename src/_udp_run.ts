@@ -16,7 +16,11 @@ import { type MetricsServer, serveMetrics } from "./_http.ts";
 import { LineWriter, ServerLog } from "./_log.ts";
 import { type ServerCliOptions } from "./_server_args.ts";
 import { serveUdp, type UdpEvent, type UdpServer } from "./serve_udp.ts";
-import { DROP_REASONS, REFLECTING_PORTS } from "./_udp_guard.ts";
+import {
+  DROP_REASONS,
+  localBroadcasts,
+  REFLECTING_PORTS,
+} from "./_udp_guard.ts";
 import { VERSION } from "./version.ts";
 import { CLOSE_REASONS, DurationHistogram } from "./metrics.ts";
 
@@ -76,8 +80,10 @@ export function formatUdpEvent(
       switch (event.reason) {
         case "reflecting-port":
           return `dropped a datagram from ${from}: port ${event.remote.port} is ${
-            REFLECTING_PORTS.get(event.remote.port)
-          }'s, a service that answers, so a reply could start a loop (${later})`;
+            REFLECTING_PORTS.get(event.remote.port) ?? "upcase's"
+          }${
+            REFLECTING_PORTS.has(event.remote.port) ? "'s" : ""
+          }, a service that answers, so a reply could start a loop (${later})`;
         case "broadcast-source":
           return `dropped a datagram from ${from}: a broadcast or multicast address sends no datagrams, so its source was forged (${later})`;
         case "rate":
@@ -186,8 +192,6 @@ function startMetrics(
  * @returns The exit code.
  */
 export async function runUdpServer(options: ServerCliOptions): Promise<number> {
-  const denied = udpPermissionError(options.hostname);
-  if (denied !== undefined) throw denied;
   const log = new ServerLog(new LineWriter(Deno.stdout), {
     format: options.logFormat,
     quiet: options.quiet,
@@ -212,6 +216,7 @@ export async function runUdpServer(options: ServerCliOptions): Promise<number> {
       port: options.port,
       once: options.once,
       rate: options.udpRate,
+      broadcasts: localBroadcasts(),
       trace: options.trace,
       onEvent,
     });
@@ -221,6 +226,12 @@ export async function runUdpServer(options: ServerCliOptions): Promise<number> {
       hostname: options.hostname,
       port: options.port,
     });
+  }
+  // Checked on the address bound ("localhost" is 127.0.0.1 there).
+  const denied = udpPermissionError(server.addr.hostname);
+  if (denied !== undefined) {
+    await server.shutdown();
+    throw denied;
   }
   const where = formatAddr(server.addr);
   const limit = options.udpRate === 0

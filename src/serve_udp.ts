@@ -69,6 +69,13 @@ export interface ServeUdpOptions {
    * @default {10000}
    */
   maxSources?: number;
+  /**
+   * Subnet broadcast addresses never to answer, on top of the fixed ones
+   * (see `localBroadcasts()`: the CLI reads them when it may).
+   *
+   * @default {new Set()}
+   */
+  broadcasts?: ReadonlySet<string>;
   /** Emit a `udp-trace` event per datagram received and sent. */
   trace?: boolean | (() => boolean);
   /** Called for each {@linkcode UdpEvent}. */
@@ -148,6 +155,10 @@ export class UdpServer {
   };
   #closing = false;
   #sourceLines = { second: -1, count: 0 };
+  #broadcasts: ReadonlySet<string>;
+  #port: number;
+  /** Hosts Deno lets replies go to, as asked without a prompt. */
+  #permitted = new Map<string, boolean>();
   /** Resolves once the socket is closed and the loop has ended. */
   readonly finished: Promise<void>;
 
@@ -164,6 +175,8 @@ export class UdpServer {
       hostname: options.hostname ?? SERVER_HOST,
       port: options.port ?? SERV_PORT,
     });
+    this.#port = (this.#socket.addr as Deno.NetAddr).port;
+    this.#broadcasts = options.broadcasts ?? new Set();
     this.#limiter = new SourceLimiter(
       options.rate ?? DEFAULT_UDP_RATE,
       options.maxSources ?? MAX_UDP_SOURCES,
@@ -269,8 +282,20 @@ export class UdpServer {
     remote: Deno.NetAddr,
     emit: (event: UdpEvent) => void,
   ): DropReason | undefined {
-    if (REFLECTING_PORTS.has(remote.port)) return "reflecting-port";
-    if (isBroadcastOrMulticast(remote.hostname)) return "broadcast-source";
+    // Another upcase (the default port, or this one's: two servers on the
+    // same port number, or a datagram forged "from" this one) would answer.
+    if (
+      REFLECTING_PORTS.has(remote.port) || remote.port === SERV_PORT ||
+      remote.port === this.#port
+    ) {
+      return "reflecting-port";
+    }
+    if (isBroadcastOrMulticast(remote.hostname, this.#broadcasts)) {
+      return "broadcast-source";
+    }
+    // A send Deno has not been granted would ask at the terminal and stop
+    // the whole server until someone answers: ask first, without a prompt.
+    if (!this.#mayAnswer(remote.hostname)) return "permission";
     const { fresh, allowed } = this.#limiter.take(
       remote.hostname,
       performance.now(),
@@ -280,6 +305,20 @@ export class UdpServer {
       emit({ type: "udp-source", remote, logged: this.#sourceLine() });
     }
     return allowed ? undefined : "rate";
+  }
+
+  /** Whether the process may send to `hostname`, any port (cached). */
+  #mayAnswer(hostname: string): boolean {
+    let allowed = this.#permitted.get(hostname);
+    if (allowed === undefined) {
+      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+      allowed = Deno.permissions.querySync({ name: "net", host }).state ===
+        "granted";
+      // Forged sources cannot grow it past a bound.
+      if (this.#permitted.size >= MAX_UDP_SOURCES) this.#permitted.clear();
+      this.#permitted.set(hostname, allowed);
+    }
+    return allowed;
   }
 
   /** Whether a new source still gets a line this second. */

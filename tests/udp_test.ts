@@ -239,7 +239,7 @@ def checksum(b):
     s = (s >> 16) + (s & 0xffff)
     return ~(s + (s >> 16)) & 0xffff
 raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for source in ("255.255.255.255", "224.0.0.1", "239.1.2.3"):
+for source in ("255.255.255.255", "224.0.0.1", "239.1.2.3", "127.255.255.255"):
     udp = struct.pack("!HHHH", 40000, ${server.port}, 13, 0) + b"spoof"
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                      socket.inet_aton(source), socket.inet_aton("127.0.0.1"))
@@ -256,7 +256,7 @@ for source in ("255.255.255.255", "224.0.0.1", "239.1.2.3"):
     const { stdout } = await server.stop("SIGINT");
     assertMatch(
       stdout,
-      /Answered 1 of 4 datagrams .* dropped 3 broadcast-source/,
+      /Answered 1 of 5 datagrams .* dropped 4 broadcast-source/,
     );
     assertMatch(
       stdout,
@@ -586,4 +586,150 @@ Deno.test("server --udp --log-format json: one record for the listen, the new so
   assertEquals(records[1].remote.startsWith("127.0.0.1:"), true);
   assertEquals(records[2].received, 1);
   assertEquals(records[2].sent, 1);
+});
+
+Deno.test("server --udp on a terminal never stops to ask for a permission: a datagram from a host it may not answer is dropped, the next client is served", async () => {
+  // `script` gives the server a terminal, where Deno would prompt.
+  const port = freePort();
+  const command = [
+    Deno.execPath(),
+    ...denoRun("server.ts", "127.0.0.1", [
+      "--udp",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+    ]).filter((arg) => arg !== "--no-prompt"),
+  ].map((arg) => `'${arg}'`).join(" ");
+  await using server = new ChildLines(
+    new Deno.Command("script", {
+      args: ["-qfec", command, "/dev/null"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn(),
+  );
+  await server.waitForLine(/Answering datagrams on/);
+  using stranger = socketOn("127.0.0.2");
+  using honest = socketOn("127.0.0.1");
+  const to = { transport: "udp" as const, hostname: "127.0.0.1", port };
+  await stranger.send(utf8("let me in"), to);
+  await server.waitForLine(/could not answer 127\.0\.0\.2 at PORT \d+/);
+  await honest.send(utf8("honest"), to);
+  assertEquals(text((await receiveWithin(honest, REPLY_MS))![0]), "HONEST");
+  assertEquals(await receiveWithin(stranger, SILENCE_MS), undefined);
+  await server.stop("SIGKILL");
+});
+
+Deno.test("server --udp never answers a datagram from its own port (another upcase on the same port) or from upcase's 6666", async () => {
+  await using server = await ServerProcess.start(
+    ["--udp"],
+    "127.0.0.1",
+    undefined,
+    { allowNet: "127.0.0.1,127.0.0.2" },
+  );
+  const twin = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.2",
+    port: server.port,
+  });
+  try {
+    await twin.send(utf8("loop?"), {
+      transport: "udp",
+      hostname: "127.0.0.1",
+      port: server.port,
+    });
+    assertEquals(await receiveWithin(twin, SILENCE_MS), undefined);
+  } finally {
+    twin.close();
+  }
+  const { stdout } = await server.stop("SIGINT");
+  assertMatch(stdout, /Answered 0 of 1 datagrams .* dropped 1 reflecting-port/);
+  assertMatch(stdout, /port \d+ is upcase's, a service that answers/);
+});
+
+Deno.test("client --udp -i skips late replies to earlier datagrams and sends each line's bytes as they are", async () => {
+  // A server that, before each right reply, sends again every reply it
+  // sent before (late duplicates), from the right port.
+  const port = freePort();
+  await using fake = new ChildLines(
+    new Deno.Command("python3", {
+      args: [
+        "-c",
+        `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", ${port}))
+print("ready", flush=True)
+sent = []
+while True:
+    data, addr = s.recvfrom(65536)
+    for old in sent:
+        s.sendto(old, addr)
+    reply = bytes(b - 32 if 97 <= b <= 122 else b for b in data)
+    s.sendto(reply, addr)
+    sent.append(reply)
+`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
+  await fake.waitForLine(/^ready$/);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: denoRun("client.ts", "127.0.0.1", [
+      "--port",
+      String(port),
+      "--udp",
+      "-i",
+    ]),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
+  }).spawn();
+  const input = new Uint8Array([
+    ...utf8("one\ncaf"),
+    0xe9,
+    0xff,
+    ...utf8("\nthree\n"),
+  ]);
+  const [result] = await Promise.all([
+    out.output(),
+    (async () => {
+      const w = out.stdin.getWriter();
+      await w.write(input);
+      await w.close();
+    })(),
+  ]);
+  assertEquals(result.code, 0, new TextDecoder().decode(result.stderr));
+  assertEquals(
+    result.stdout,
+    new Uint8Array([...utf8("ONE\nCAF"), 0xe9, 0xff, ...utf8("\nTHREE\n")]),
+  );
+  await fake.stop("SIGKILL");
+});
+
+Deno.test("client --udp - | head -c 1: a reader that stops is not an error", async () => {
+  await using server = await startUdp(["--udp-rate", "0", "-q"]);
+  const client = denoRun("client.ts", "127.0.0.1", [
+    "--port",
+    String(server.port),
+    "--udp",
+    "--size",
+    "100",
+    "-",
+  ]).map((arg) => `'${arg}'`).join(" ");
+  const out = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      `head -c 100000 /dev/zero | '${Deno.execPath()}' ${client} | head -c 1 >/dev/null; echo "\${PIPESTATUS[1]}"`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(CHILD_TIME_LIMIT_MS),
+  }).output();
+  assertEquals(text(out.stdout).trim(), "0", text(out.stderr));
+  assertEquals(text(out.stderr), "");
 });

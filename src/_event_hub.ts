@@ -13,6 +13,7 @@
  */
 
 import type { ServerEvent } from "./serve.ts";
+import type { UdpEvent } from "./serve_udp.ts";
 
 /** Closed connections kept for the list and their diagrams. */
 export const CLOSED_KEPT = 100;
@@ -302,6 +303,93 @@ export class EventHub {
         this.#broadcast(text);
       }
     }
+  }
+
+  /**
+   * Takes one event of the UDP server. Each source address and port is a
+   * flow, listed like a connection: a `udp-flow` record, then its first
+   * {@linkcode HEAD_ARROWS} datagrams (`udp-trace` records: `recvfrom` and
+   * `sendto`); past {@linkcode OPEN_KEPT} flows the least recently active
+   * one is forgotten (a `udp-forgotten` record: UDP has no close). The
+   * first drop of each reason and the new-source lines go with the server's
+   * events. Never throws.
+   *
+   * @param event What happened.
+   */
+  addDatagram(event: UdpEvent): void {
+    const now = this.#clock();
+    const graph = this.#graph.at(now, this.#openCount);
+    const time = new Date(now).toISOString();
+    if (event.type !== "udp-trace") {
+      if (event.type === "udp-drop" && !event.first) return;
+      if (event.type === "udp-source" && !event.logged) return;
+      const record: EventRecord = { time, event: event.type };
+      for (const [key, value] of Object.entries(event)) {
+        if (key === "type") continue;
+        record[key] = key === "remote" || key === "addr"
+          ? formatAddr(value as Deno.Addr)
+          : value;
+      }
+      const text = JSON.stringify(record);
+      this.#server.push(text);
+      if (this.#server.length > SERVER_EVENTS_KEPT) this.#server.shift();
+      this.#broadcast(text);
+      return;
+    }
+    const remote = formatAddr(event.remote);
+    const key = `u:${remote}`;
+    let conn = this.#open.get(key);
+    if (conn === undefined) {
+      if (this.#open.size >= OPEN_KEPT) {
+        // The least recently active flow: first in the map's order.
+        const oldest = this.#open.values().next().value;
+        if (oldest !== undefined) this.#forget(oldest, time);
+      }
+      conn = this.#connection(key, undefined, undefined);
+      conn.connected = true;
+      conn.first = JSON.stringify({ time, event: "udp-flow", remote });
+      this.#openCount++;
+      graph.connections++;
+      graph.open = Math.max(graph.open, this.#openCount);
+      this.#broadcast(conn.first);
+    } else {
+      // Most recently active last.
+      this.#open.delete(key);
+    }
+    this.#open.set(key, conn);
+    if (event.call === "recvfrom") {
+      conn.tracedIn += event.bytes;
+      graph.bytesIn += event.bytes;
+    } else {
+      conn.tracedOut += event.bytes;
+      graph.bytesOut += event.bytes;
+    }
+    if (conn.head.length >= HEAD_ARROWS) return;
+    const text = JSON.stringify({
+      time,
+      event: "udp-trace",
+      call: event.call,
+      remote,
+      bytes: event.bytes,
+      ...(event.kept === undefined ? {} : { kept: event.kept }),
+    });
+    conn.head.push(text);
+    this.#broadcast(text);
+  }
+
+  /** A UDP flow leaves the open list: it was the quietest. */
+  #forget(conn: Connection, time: string): void {
+    this.#openCount = Math.max(0, this.#openCount - 1);
+    this.#open.delete(conn.key);
+    conn.last = JSON.stringify({
+      time,
+      event: "udp-forgotten",
+      remote: conn.key.slice(2),
+      bytesIn: conn.tracedIn,
+      bytesOut: conn.tracedOut,
+    });
+    this.#broadcast(conn.last);
+    this.#keepClosed(conn);
   }
 
   /**

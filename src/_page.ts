@@ -208,8 +208,37 @@ function handle(rec) {
       if (rec.faults) { state.faults = rec.faults.specs; state.faultSeed = rec.faults.seed; }
       return;
     case "faults": state.faults = rec.faults; state.faultSeed = rec.seed; return;
+    case "udp-listen": state.server = "Answering datagrams on " + rec.addr + " (UDP): each source address and port is listed as a flow"; return;
     case "shutdown": state.shutdown = "Shutting down: up to " + (rec.graceMs / 1000) + " s for " + plural(rec.open, "open connection"); return;
     case "accept-error": state.server = "accept failed: " + rec.error; return;
+    case "udp-flow": {
+      // A UDP source address and port: listed like a connection.
+      const key = "u:" + rec.remote;
+      if (openCount() >= state.limits.open) return;
+      const c = newConn(key, rec);
+      c.udp = true; c.connected = true; c.traced = true;
+      state.conns.set(key, c);
+      return;
+    }
+    case "udp-trace": {
+      const c = state.conns.get("u:" + rec.remote);
+      if (c === undefined) return;
+      if (rec.call === "recvfrom") c.tracedIn += rec.bytes || 0;
+      else c.tracedOut += rec.bytes || 0;
+      if (c.head.length < state.limits.head) c.head.push(rec);
+      else c.more = (c.more || 0) + 1;
+      return;
+    }
+    case "udp-forgotten": {
+      const c = state.conns.get("u:" + rec.remote);
+      if (c === undefined) return;
+      c.end = rec;
+      state.conns.delete(c.key);
+      c.key = c.key + "~" + (++state.synthetic);
+      state.conns.set(c.key, c);
+      keepClosed(c);
+      return;
+    }
     case "refuse":
     case "open-error": {
       const key = "x" + (++state.synthetic);
@@ -283,6 +312,7 @@ function ending(c) {
       : { code: "header", text: "PROXY header rejected: " + e.error };
   }
   if (e.event === "lost") return { code: "error", text: "lost: " + e.why };
+  if (e.event === "udp-forgotten") return { code: "eof", text: "forgotten: the quietest of the flows listed (UDP has no close)" };
   const words = {
     eof: "client FIN (it half-closed), reply sent",
     reset: "RST from the client (connection reset)",
@@ -297,7 +327,7 @@ function ending(c) {
 }
 
 function connBytes(c) {
-  if (c.end && c.end.event === "close") return [c.end.bytesIn, c.end.bytesOut];
+  if (c.end && (c.end.event === "close" || c.end.event === "udp-forgotten")) return [c.end.bytesIn, c.end.bytesOut];
   if (c.end) return [0, 0];
   return c.traced ? [c.tracedIn, c.tracedOut] : [undefined, undefined];
 }
@@ -378,6 +408,7 @@ function steps(c) {
     else add(c.first, "note", "server", (c.first.step === "tls" ? "TLS handshake failed: " : "PROXY header rejected: ") + c.first.error, "");
     return out;
   }
+  if (c.more) traces.push({ event: "skipped", count: c.more, udp: true });
   if (traces.length === 0) {
     out.push({ kind: "note", dir: "both", text: "Not traced: it opened while no page was watching (and without --trace),", call: "" });
     out.push({ kind: "note", dir: "both", text: "so only its totals are known.", call: "" });
@@ -401,6 +432,8 @@ function steps(c) {
         add(r, "arrow", "c2s", "TLS Finished", "handshake done");
         break;
       case "read": add(r, "arrow", "c2s", plural(r.bytes, "byte"), "read() = " + r.bytes + p); break;
+      case "recvfrom": add(r, "arrow", "c2s", "datagram, " + plural(r.bytes, "byte"), "recvfrom() = " + r.bytes + (r.kept !== undefined && r.kept < r.bytes ? " (--once keeps " + r.kept + ")" : "")); break;
+      case "sendto": add(r, "arrow", "s2c", "datagram, " + plural(r.bytes, "byte"), "sendto(" + r.bytes + ")"); break;
       case "write": add(r, "arrow", "s2c", plural(r.bytes, "byte"), "write(" + r.bytes + ")" + p); break;
       case "write-wait": add(r, "note", "server", "write() waits: the client's receive window is full", ""); break;
       case "eof":
@@ -423,7 +456,7 @@ function steps(c) {
         break;
       }
       case "skipped":
-        out.push({ rec: r, kind: "gap", dir: "both", text: "… " + plural(r.count, "socket call") + " left out (" + bytes(r.bytesIn) + " in, " + bytes(r.bytesOut) + " out) …", call: "" });
+        out.push({ rec: r, kind: "gap", dir: "both", text: r.udp ? "… " + plural(r.count, "later socket call") + " not drawn …" : "… " + plural(r.count, "socket call") + " left out (" + bytes(r.bytesIn) + " in, " + bytes(r.bytesOut) + " out) …", call: "" });
         break;
       default: add(r, "note", "server", r.call + ": " + r.text, "");
     }
@@ -453,7 +486,7 @@ function renderDiagram() {
     return;
   }
   const e = ending(c);
-  $("d-title").textContent = "Connection " + label(c) + " from " + (c.remote || "?");
+  $("d-title").textContent = (c.udp ? "Datagrams " : "Connection " + label(c) + " ") + "from " + (c.remote || "?");
   $("d-sub").textContent = (c.end ? e.text : "open, " + duration(connDuration(c)) + " so far") +
     ". Arrows in time order, each labelled with the server's socket call.";
   const list = steps(c);

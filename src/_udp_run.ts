@@ -14,6 +14,7 @@ import {
 } from "./_cli.ts";
 import { type MetricsServer, serveMetrics } from "./_http.ts";
 import { LineWriter, ServerLog } from "./_log.ts";
+import { EventHub } from "./_event_hub.ts";
 import { type ServerCliOptions } from "./_server_args.ts";
 import { serveUdp, type UdpEvent, type UdpServer } from "./serve_udp.ts";
 import {
@@ -107,6 +108,9 @@ export function formatUdpEvent(
     }
     case "udp-error":
       return `recvfrom() failed: ${event.error}; receiving again`;
+    case "udp-listen":
+      // The runner says it, with the rate.
+      return undefined;
   }
 }
 
@@ -141,6 +145,7 @@ function startMetrics(
   server: UdpServer,
   healthy: () => boolean,
   log: ServerLog,
+  hub: EventHub | undefined,
 ): MetricsServer {
   const startTimeSeconds = performance.timeOrigin / 1000;
   const zeroClosed = Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0]));
@@ -164,6 +169,7 @@ function startMetrics(
         };
       },
       healthy,
+      hub,
       onAcceptError: (error) =>
         log.note(
           "metrics-accept-error",
@@ -175,7 +181,7 @@ function startMetrics(
         const where = joinHostPort(addr.hostname, addr.port);
         log.note(
           "metrics",
-          `Serving metrics on http://${where}/metrics and health on http://${where}/healthz`,
+          `Serving metrics on http://${where}/metrics, health on http://${where}/healthz and the live page on http://${where}/`,
           { addr: where },
         );
       },
@@ -198,7 +204,11 @@ export async function runUdpServer(options: ServerCliOptions): Promise<number> {
     color: Deno.stdout.isTerminal(),
   });
   const json = options.logFormat === "json";
+  const hub = options.metrics === undefined ? undefined : new EventHub();
   const onEvent = (event: UdpEvent) => {
+    hub?.addDatagram(event);
+    // Traced for a page only: not for the log.
+    if (event.type === "udp-trace" && !options.trace) return;
     if (options.quiet && event.type === "udp-source") return;
     const line = formatUdpEvent(event, options.udpRate);
     if (line === undefined) return;
@@ -217,7 +227,8 @@ export async function runUdpServer(options: ServerCliOptions): Promise<number> {
       once: options.once,
       rate: options.udpRate,
       broadcasts: localBroadcasts(),
-      trace: options.trace,
+      // A page watching (--metrics) traces datagrams for its diagrams.
+      trace: () => options.trace || hub?.watching === true,
       onEvent,
     });
   } catch (err: unknown) {
@@ -247,7 +258,7 @@ export async function runUdpServer(options: ServerCliOptions): Promise<number> {
   let signals = 0;
   const metrics = options.metrics === undefined
     ? undefined
-    : startMetrics(options.metrics, server, () => signals === 0, log);
+    : startMetrics(options.metrics, server, () => signals === 0, log, hub);
   let drain: ReturnType<typeof setTimeout> | undefined;
   const stop = () => {
     signals++;

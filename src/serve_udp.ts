@@ -85,6 +85,11 @@ export interface ServeUdpOptions {
 /** What the UDP server reports through {@linkcode ServeUdpOptions.onEvent}. */
 export type UdpEvent =
   | {
+    /** The socket is bound: the server answers from now on. */
+    type: "udp-listen";
+    addr: Deno.NetAddr;
+  }
+  | {
     /**
      * The first datagram from a source address the server had not seen (or
      * had forgotten). `logged` is false past a few a second: counted, not
@@ -181,6 +186,7 @@ export class UdpServer {
       options.rate ?? DEFAULT_UDP_RATE,
       options.maxSources ?? MAX_UDP_SOURCES,
     );
+    options.onEvent?.({ type: "udp-listen", addr: this.addr });
     this.finished = this.#loop();
   }
 

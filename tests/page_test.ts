@@ -33,8 +33,10 @@ import { DurationHistogram, type MetricsSnapshot } from "../src/metrics.ts";
 import type { ServerEvent } from "../src/serve.ts";
 import {
   establishedOn,
+  freePort,
   readToEnd,
   roundTrip,
+  ServerProcess,
   startWithMetrics,
 } from "./_util.ts";
 
@@ -1023,6 +1025,134 @@ Deno.test({
       );
       const arrow = page.locator("#d-svg line.fault");
       assertEquals(await arrow.count(), 1);
+      assertEquals(errors, [], "the page threw");
+    } finally {
+      await context.close();
+      await Deno.remove(profile, { recursive: true });
+    }
+  },
+});
+
+/** server.ts --udp --metrics on free ports of 127.0.0.1, README's grant. */
+async function startUdpWithMetrics(): Promise<
+  { server: ServerProcess; port: number; metricsPort: number }
+> {
+  const metricsPort = freePort();
+  const server = await ServerProcess.start(
+    ["--udp", "--metrics", `127.0.0.1:${metricsPort}`],
+    "127.0.0.1",
+    undefined,
+    { allowNet: "127.0.0.1" },
+  );
+  await server.waitForLine(/Serving metrics on/);
+  return { server, port: server.port, metricsPort };
+}
+
+/** Sends `text` in one datagram and waits for its reply. */
+async function datagram(
+  socket: Deno.DatagramConn,
+  port: number,
+  text: string,
+): Promise<string> {
+  await socket.send(encoder.encode(text), {
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port,
+  });
+  const [reply] = await withTimeout(socket.receive(), "a UDP reply");
+  return new TextDecoder().decode(reply);
+}
+
+Deno.test("server.ts --udp --metrics: a page gets each source's flow and each datagram's recvfrom and sendto, sizes only", async () => {
+  const { server, port, metricsPort } = await startUdpWithMetrics();
+  await using _server = server;
+  const response = await fetch(`http://127.0.0.1:${metricsPort}/events`);
+  const page = new SseReader(response.body!);
+  await page.until((e) => e.event === "live");
+  const socket = Deno.listenDatagram({
+    transport: "udp",
+    hostname: "127.0.0.1",
+    port: 0,
+  });
+  try {
+    assertEquals(await datagram(socket, port, "hello"), "HELLO");
+    assertEquals(await datagram(socket, port, "again!"), "AGAIN!");
+  } finally {
+    socket.close();
+  }
+  const remote = `127.0.0.1:${(socket.addr as Deno.NetAddr).port}`;
+  const records = await page.records((r) =>
+    r.event === "udp-trace" && r.call === "sendto" && r.bytes === 6
+  );
+  await page.cancel();
+  const flows = records.filter((r) => r.event === "udp-flow");
+  assertEquals(flows.map((r) => r.remote), [remote]);
+  assertEquals(
+    records.filter((r) => r.event === "udp-trace").map((r) =>
+      `${r.call} ${r.bytes}`
+    ),
+    ["recvfrom 5", "sendto 5", "recvfrom 6", "sendto 6"],
+  );
+  assert(!/hello/i.test(JSON.stringify(records)));
+  const out = await server.stop();
+  assertEquals(out.code, 0);
+  // Traced for the page only: no trace lines in the log.
+  assert(!out.stdout.includes("[udp]"), out.stdout);
+});
+
+Deno.test({
+  name:
+    "The live page in chromium lists a UDP source as a flow and draws its datagrams as arrows",
+  ignore: typeof browser === "string" && !ci,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    if (typeof browser === "string") throw new Error(browser);
+    const { server, port, metricsPort } = await startUdpWithMetrics();
+    await using _server = server;
+    const { profile, context } = await launch(browser);
+    const errors: string[] = [];
+    try {
+      const page = context.pages()[0] ?? await context.newPage();
+      page.setDefaultTimeout(STEP_TIMEOUT_MS);
+      page.on("pageerror", (error) => errors.push(error.message));
+      await page.goto(`http://127.0.0.1:${metricsPort}/`);
+      await page.waitForSelector('body[data-live="true"]');
+      const socket = Deno.listenDatagram({
+        transport: "udp",
+        hostname: "127.0.0.1",
+        port: 0,
+      });
+      try {
+        assertEquals(await datagram(socket, port, "hello"), "HELLO");
+        assertEquals(await datagram(socket, port, "again!"), "AGAIN!");
+      } finally {
+        socket.close();
+      }
+      const remote = `127.0.0.1:${(socket.addr as Deno.NetAddr).port}`;
+      const row = page.locator("#rows tr", { hasText: remote });
+      await row.waitFor();
+      await page.locator("#rows tr", { hasText: "11 B" }).waitFor();
+      await row.locator("button").click();
+      await page.locator("#d-svg", { hasText: "sendto(6)" }).waitFor();
+      const steps = await page.locator("#d-text li").allInnerTexts();
+      const at = (text: string) => {
+        const i = steps.findIndex((step) => step.includes(text));
+        assert(i >= 0, `no "${text}" in ${steps.join(" | ")}`);
+        return i;
+      };
+      const order = [
+        at("client → server: datagram, 5 bytes (recvfrom() = 5)"),
+        at("server → client: datagram, 5 bytes (sendto(5))"),
+        at("client → server: datagram, 6 bytes (recvfrom() = 6)"),
+        at("server → client: datagram, 6 bytes (sendto(6))"),
+      ];
+      assertEquals(order, [...order].sort((a, b) => a - b));
+      assert(!steps.some((step) => /SYN|FIN/.test(step)), steps.join(" | "));
+      assertStringIncludes(
+        await page.locator("#d-title").innerText(),
+        `Datagrams from ${remote}`,
+      );
       assertEquals(errors, [], "the page threw");
     } finally {
       await context.close();

@@ -27,6 +27,13 @@ export const EXIT = {
   INTERNAL: 70,
 } as const;
 
+/** The signals that stop a server gracefully (a second one: at once). */
+export const STOP_SIGNALS: readonly Deno.Signal[] = [
+  "SIGINT",
+  "SIGTERM",
+  "SIGHUP",
+];
+
 /** The exit-code table printed at the end of both tools' `--help`. */
 export const EXIT_CODES_HELP = `Exit codes:
   0   success

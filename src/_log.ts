@@ -11,6 +11,9 @@ import { writeAll, type Writer } from "./_io.ts";
 import { formatTrace } from "./_trace.ts";
 import { escapeLine } from "./_escape.ts";
 
+/** How long the last log lines may take to be written at exit. */
+export const LOG_FLUSH_LIMIT_MS = 2000;
+
 /** Lines kept waiting for a slow log reader before new ones are dropped. */
 export const MAX_QUEUED_LINES = 10_000;
 
@@ -292,6 +295,51 @@ export class ServerLog {
    */
   flush(): Promise<void> {
     return this.#out.flush();
+  }
+
+  /**
+   * Waits for the queued lines at exit, but no longer than `limitMs`: a
+   * stalled log reader must not keep the process alive.
+   *
+   * @param limitMs The longest wait.
+   */
+  async flushWithin(limitMs = LOG_FLUSH_LIMIT_MS): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.flush(),
+      new Promise((resolve) => timer = setTimeout(resolve, limitMs)),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * The lines of the metrics address: where it serves, and an accept that
+   * failed (it retries). For `serveMetrics()`'s `onListen` and
+   * `onAcceptError`.
+   *
+   * @returns The two callbacks.
+   */
+  metricsNotes(): {
+    onListen: (addr: Deno.NetAddr) => void;
+    onAcceptError: (error: string) => void;
+  } {
+    return {
+      onListen: (addr) => {
+        const where = formatAddr(addr);
+        this.note(
+          "metrics",
+          `Serving metrics on http://${where}/metrics, health on http://${where}/healthz and the live page on http://${where}/`,
+          { addr: where },
+        );
+      },
+      onAcceptError: (error) =>
+        this.note(
+          "metrics-accept-error",
+          `metrics address: accept failed: ${error}; retrying`,
+          { error },
+          true,
+        ),
+    };
   }
 }
 

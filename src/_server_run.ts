@@ -25,18 +25,13 @@ import {
   explainNetworkError,
   joinHostPort,
   readPemFile,
+  STOP_SIGNALS,
 } from "./_cli.ts";
 import { LineWriter, ServerLog } from "./_log.ts";
 import { errorMessage } from "./_io.ts";
 import { VERSION } from "./version.ts";
 import { type ServerCliOptions } from "./_server_args.ts";
 import { runUdpServer } from "./_udp_run.ts";
-
-/** The signals that stop the server gracefully (a second one: at once). */
-const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-
-/** How long the last log lines may take to be written at exit. */
-const LOG_FLUSH_LIMIT_MS = 2000;
 
 /** Starts the server, replacing a stale Unix socket nobody answers on. */
 /** --proxy-protocol, --proxy-from, --proxy-timeout, for serve(). */
@@ -390,21 +385,7 @@ function startMetrics(
       healthy,
       hub,
       faults: faultControl(running, options, log, hub),
-      onAcceptError: (error) =>
-        log.note(
-          "metrics-accept-error",
-          `metrics address: accept failed: ${error}; retrying`,
-          { error },
-          true,
-        ),
-      onListen: (addr) => {
-        const where = joinHostPort(addr.hostname, addr.port);
-        log.note(
-          "metrics",
-          `Serving metrics on http://${where}/metrics, health on http://${where}/healthz and the live page on http://${where}/`,
-          { addr: where },
-        );
-      },
+      ...log.metricsNotes(),
     });
   } catch (err: unknown) {
     const own = running.addr as Partial<Deno.NetAddr>;
@@ -488,11 +469,6 @@ export async function runServer(options: ServerCliOptions): Promise<number> {
   await metrics?.shutdown();
   log.summary(server.addr, server.stats, Date.now() - started, phases);
   // Exit even if a stalled log reader never takes the last lines.
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    log.flush(),
-    new Promise((resolve) => timer = setTimeout(resolve, LOG_FLUSH_LIMIT_MS)),
-  ]);
-  clearTimeout(timer);
+  await log.flushWithin();
   return EXIT.OK;
 }

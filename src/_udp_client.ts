@@ -10,7 +10,7 @@ import { type ClientCliOptions } from "./_client_args.ts";
 import { writeAll } from "./_io.ts";
 import { stdinLines } from "./_stdin.ts";
 import { UDP_RECEIVE_BUFFER_BYTES } from "./serve_udp.ts";
-import { udpAddresses } from "./_udp_addr.ts";
+import { Receiver, udpAddresses } from "./_udp_socket.ts";
 
 /** The largest UDP payload over IPv4: a longer -i line goes in pieces. */
 const MAX_UDP_IPV4_SIZE = 65_507;
@@ -25,11 +25,9 @@ interface Datagram {
 /** A UDP exchange's socket and the server's address. */
 class UdpExchange {
   #socket: Deno.DatagramConn;
+  #receiver: Receiver;
   #server: Deno.NetAddr;
   #options: ClientCliOptions;
-  #buffer = new Uint8Array(UDP_RECEIVE_BUFFER_BYTES);
-  /** The receive under way: kept across timeouts, as it cannot be cancelled. */
-  #pending: Promise<[Uint8Array, Deno.Addr]> | undefined;
   /** The replies expected to the last datagrams: late ones are skipped. */
   #earlier: Uint8Array[] = [];
 
@@ -58,6 +56,7 @@ class UdpExchange {
       }
       throw err;
     }
+    this.#receiver = new Receiver(this.#socket, UDP_RECEIVE_BUFFER_BYTES);
   }
 
   /**
@@ -106,8 +105,7 @@ class UdpExchange {
   }
 
   close(): void {
-    this.#socket.close();
-    this.#pending?.catch(() => {});
+    this.#receiver.close();
   }
 
   async #send(bytes: Uint8Array): Promise<void> {
@@ -145,18 +143,9 @@ class UdpExchange {
     while (true) {
       const left = deadline - performance.now();
       if (left <= 0) return undefined;
-      this.#pending ??= this.#socket.receive(this.#buffer);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const result = await Promise.race([
-        this.#pending,
-        new Promise<undefined>((resolve) => {
-          timer = setTimeout(() => resolve(undefined), left);
-        }),
-      ]);
-      clearTimeout(timer);
+      const result = await this.#receiver.next(left);
       if (result === undefined) return undefined;
-      this.#pending = undefined;
-      const [data, from] = result as [Uint8Array, Deno.NetAddr];
+      const [data, from] = result;
       const peer = joinHostPort(from.hostname, from.port);
       if (from.port !== this.#server.port) {
         this.#trace(

@@ -11,6 +11,7 @@ import {
   explainNetworkError,
   formatAddr,
   joinHostPort,
+  STOP_SIGNALS,
 } from "./_cli.ts";
 import { type MetricsServer, serveMetrics } from "./_http.ts";
 import { LineWriter, ServerLog } from "./_log.ts";
@@ -24,11 +25,6 @@ import {
 } from "./_udp_guard.ts";
 import { VERSION } from "./version.ts";
 import { CLOSE_REASONS, DurationHistogram } from "./metrics.ts";
-
-/** The signals that stop the server. */
-const STOP_SIGNALS: readonly Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
-/** How long the last log lines may take to be written at exit. */
-const LOG_FLUSH_LIMIT_MS = 2000;
 
 /**
  * Deno checks the destination of every datagram sent, so a UDP server needs
@@ -170,21 +166,7 @@ function startMetrics(
       },
       healthy,
       hub,
-      onAcceptError: (error) =>
-        log.note(
-          "metrics-accept-error",
-          `metrics address: accept failed: ${error}; retrying`,
-          { error },
-          true,
-        ),
-      onListen: (addr) => {
-        const where = joinHostPort(addr.hostname, addr.port);
-        log.note(
-          "metrics",
-          `Serving metrics on http://${where}/metrics, health on http://${where}/healthz and the live page on http://${where}/`,
-          { addr: where },
-        );
-      },
+      ...log.metricsNotes(),
     });
   } catch (err: unknown) {
     throw explainNetworkError(err, { action: "listen", ...address });
@@ -293,11 +275,6 @@ export async function runUdpServer(options: ServerCliOptions): Promise<number> {
     dropped: s.dropped,
     uptimeMs,
   });
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    log.flush(),
-    new Promise((resolve) => timer = setTimeout(resolve, LOG_FLUSH_LIMIT_MS)),
-  ]);
-  clearTimeout(timer);
+  await log.flushWithin();
   return EXIT.OK;
 }

@@ -13,7 +13,7 @@ import { toUpper } from "./transform.ts";
 import { connect, type ConnectOptions } from "./request.ts";
 import { closeQuietly, errorMessage, writeAll } from "./_io.ts";
 import { CLIENT_HOST, SERV_PORT } from "./constants.ts";
-import { udpAddresses } from "./_udp_addr.ts";
+import { Receiver, udpAddresses } from "./_udp_socket.ts";
 
 /**
  * What a load run does on each connection:
@@ -399,27 +399,17 @@ async function datagramRoundTrips(
     tally.fail(errorMessage(err));
     return;
   }
-  const buffer = new Uint8Array(size + 1);
-  let pending: Promise<[Uint8Array, Deno.Addr]> | undefined;
+  const receiver = new Receiver(socket, size + 1);
   try {
     while (performance.now() < until) {
       const started = performance.now();
       await socket.send(message, server);
       tally.bytesSent += size;
-      pending ??= socket.receive(buffer);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const got = await Promise.race([
-        pending,
-        new Promise<undefined>((resolve) => {
-          timer = setTimeout(() => resolve(undefined), UDP_LOSS_MS);
-        }),
-      ]);
-      clearTimeout(timer);
+      const got = await receiver.next(UDP_LOSS_MS);
       if (got === undefined) {
         tally.lost++;
         continue;
       }
-      pending = undefined;
       if (!equalBytes(got[0], expected)) {
         tally.fail(`a reply of ${got[0].length} bytes differed`);
         continue;
@@ -431,8 +421,7 @@ async function datagramRoundTrips(
   } catch (err: unknown) {
     tally.fail(errorMessage(err));
   } finally {
-    socket.close();
-    pending?.catch(() => {});
+    receiver.close();
   }
 }
 

@@ -539,18 +539,18 @@ export function renderMetrics(
 
   const { udp } = snapshot;
   if (udp !== undefined) {
-    family(
-      "upcase_datagrams_received_total",
-      "counter",
-      "UDP datagrams received since the server started.",
-    );
-    sample("upcase_datagrams_received_total", udp.received);
-    family(
-      "upcase_datagrams_sent_total",
-      "counter",
-      "UDP datagrams sent back since the server started.",
-    );
-    sample("upcase_datagrams_sent_total", udp.sent);
+    const counters: [string, string, number][] = [
+      ["received", "UDP datagrams received", udp.received],
+      ["sent", "UDP datagrams sent back", udp.sent],
+    ];
+    for (const [what, help, value] of counters) {
+      family(
+        `upcase_datagrams_${what}_total`,
+        "counter",
+        `${help} since the server started.`,
+      );
+      sample(`upcase_datagrams_${what}_total`, value);
+    }
     family(
       "upcase_datagrams_dropped_total",
       "counter",
@@ -563,18 +563,18 @@ export function renderMetrics(
         labelSet("reason", reason),
       );
     }
-    family(
-      "upcase_datagram_bytes_received_total",
-      "counter",
-      "Bytes received in UDP datagrams since the server started.",
-    );
-    sample("upcase_datagram_bytes_received_total", udp.bytesIn);
-    family(
-      "upcase_datagram_bytes_sent_total",
-      "counter",
-      "Bytes sent back in UDP datagrams since the server started.",
-    );
-    sample("upcase_datagram_bytes_sent_total", udp.bytesOut);
+    const bytes: [string, string, number][] = [
+      ["received", "Bytes received in UDP datagrams", udp.bytesIn],
+      ["sent", "Bytes sent back in UDP datagrams", udp.bytesOut],
+    ];
+    for (const [what, help, value] of bytes) {
+      family(
+        `upcase_datagram_bytes_${what}_total`,
+        "counter",
+        `${help} since the server started.`,
+      );
+      sample(`upcase_datagram_bytes_${what}_total`, value);
+    }
   }
 
   family(

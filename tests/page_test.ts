@@ -1048,19 +1048,30 @@ async function startUdpWithMetrics(): Promise<
   return { server, port: server.port, metricsPort };
 }
 
-/** Sends `text` in one datagram and waits for its reply. */
-async function datagram(
-  socket: Deno.DatagramConn,
-  port: number,
-  text: string,
-): Promise<string> {
-  await socket.send(encoder.encode(text), {
+/**
+ * Sends "hello" and "again!" in two datagrams from a socket of its own, each
+ * answered before the next; the socket's address.
+ */
+async function twoDatagrams(port: number): Promise<string> {
+  const socket = Deno.listenDatagram({
     transport: "udp",
     hostname: "127.0.0.1",
-    port,
+    port: 0,
   });
-  const [reply] = await withTimeout(socket.receive(), "a UDP reply");
-  return new TextDecoder().decode(reply);
+  try {
+    for (const text of ["hello", "again!"]) {
+      await socket.send(encoder.encode(text), {
+        transport: "udp",
+        hostname: "127.0.0.1",
+        port,
+      });
+      const [reply] = await withTimeout(socket.receive(), "a UDP reply");
+      assertEquals(new TextDecoder().decode(reply), text.toUpperCase());
+    }
+  } finally {
+    socket.close();
+  }
+  return `127.0.0.1:${(socket.addr as Deno.NetAddr).port}`;
 }
 
 Deno.test("server.ts --udp --metrics: a page gets each source's flow and each datagram's recvfrom and sendto, sizes only", async () => {
@@ -1069,18 +1080,7 @@ Deno.test("server.ts --udp --metrics: a page gets each source's flow and each da
   const response = await fetch(`http://127.0.0.1:${metricsPort}/events`);
   const page = new SseReader(response.body!);
   await page.until((e) => e.event === "live");
-  const socket = Deno.listenDatagram({
-    transport: "udp",
-    hostname: "127.0.0.1",
-    port: 0,
-  });
-  try {
-    assertEquals(await datagram(socket, port, "hello"), "HELLO");
-    assertEquals(await datagram(socket, port, "again!"), "AGAIN!");
-  } finally {
-    socket.close();
-  }
-  const remote = `127.0.0.1:${(socket.addr as Deno.NetAddr).port}`;
+  const remote = await twoDatagrams(port);
   const records = await page.records((r) =>
     r.event === "udp-trace" && r.call === "sendto" && r.bytes === 6
   );
@@ -1118,18 +1118,7 @@ Deno.test({
       page.on("pageerror", (error) => errors.push(error.message));
       await page.goto(`http://127.0.0.1:${metricsPort}/`);
       await page.waitForSelector('body[data-live="true"]');
-      const socket = Deno.listenDatagram({
-        transport: "udp",
-        hostname: "127.0.0.1",
-        port: 0,
-      });
-      try {
-        assertEquals(await datagram(socket, port, "hello"), "HELLO");
-        assertEquals(await datagram(socket, port, "again!"), "AGAIN!");
-      } finally {
-        socket.close();
-      }
-      const remote = `127.0.0.1:${(socket.addr as Deno.NetAddr).port}`;
+      const remote = await twoDatagrams(port);
       const row = page.locator("#rows tr", { hasText: remote });
       await row.waitFor();
       await page.locator("#rows tr", { hasText: "11 B" }).waitFor();

@@ -95,6 +95,33 @@ async function waitForUdpPort(port: number): Promise<void> {
   throw new Error(`nothing bound UDP port ${port}`);
 }
 
+/**
+ * A UDP server of the test's own in Python: `code` runs after `s`, a
+ * socket bound to `host` and `port`, and a "ready" line.
+ */
+async function fakeServer(
+  host: string,
+  port: number,
+  code: string,
+): Promise<ChildLines> {
+  const fake = new ChildLines(
+    new Deno.Command("python3", {
+      args: [
+        "-c",
+        `import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("${host}", ${port}))
+print("ready", flush=True)
+${code}`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
+  await fake.waitForLine(/^ready$/);
+  return fake;
+}
+
 /** Whether this process may bind ports below 1024 and send raw packets
  * (root, as in CI). */
 const ROOT_USER = new TextDecoder().decode(
@@ -466,26 +493,16 @@ Deno.test("client --udp ignores a reply from another port, and accepts one from 
   // A server on 0.0.0.0 answers a datagram sent to 127.0.0.2 from
   // 127.0.0.1; a stranger's datagram from another port comes first.
   const port = freePort();
-  await using fake = new ChildLines(
-    new Deno.Command("python3", {
-      args: [
-        "-c",
-        `
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", ${port}))
-print("ready", flush=True)
+  await using _fake = await fakeServer(
+    "0.0.0.0",
+    port,
+    `
 data, addr = s.recvfrom(65536)
 other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 other.sendto(b"STRANGER", addr)
 s.sendto(data.upper(), addr)
 `,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn(),
   );
-  await fake.waitForLine(/^ready$/);
   const out = await runClient(
     port,
     ["--udp", "--host", "127.0.0.2", "--trace", "hi"],
@@ -653,15 +670,10 @@ Deno.test("client --udp -i skips late replies to earlier datagrams and sends eac
   // A server that, before each right reply, sends again every reply it
   // sent before (late duplicates), from the right port.
   const port = freePort();
-  await using fake = new ChildLines(
-    new Deno.Command("python3", {
-      args: [
-        "-c",
-        `
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", ${port}))
-print("ready", flush=True)
+  await using _fake = await fakeServer(
+    "127.0.0.1",
+    port,
+    `
 sent = []
 while True:
     data, addr = s.recvfrom(65536)
@@ -671,12 +683,7 @@ while True:
     s.sendto(reply, addr)
     sent.append(reply)
 `,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn(),
   );
-  await fake.waitForLine(/^ready$/);
   const out = await new Deno.Command(Deno.execPath(), {
     args: denoRun("client.ts", "127.0.0.1", [
       "--port",
@@ -708,7 +715,6 @@ while True:
     result.stdout,
     new Uint8Array([...utf8("ONE\nCAF"), 0xe9, 0xff, ...utf8("\nTHREE\n")]),
   );
-  await fake.stop("SIGKILL");
 });
 
 Deno.test("client --udp - | head -c 1: a reader that stops is not an error", async () => {

@@ -41,12 +41,16 @@
 // compared in order) the timestamp, `seq`, `ack`, the `options [...]` and a
 // `win` other than 0 are masked (`win 0`, a zero window, is kept), a `length`
 // of four digits or more is "a full segment", `127.0.0.1.PORT` ports are
-// masked like `127.0.0.1:PORT` ones, and "N packets received by filter"
-// (every packet on lo, whoever sent it) is masked too.
+// masked like `127.0.0.1:PORT` ones, and "N packets received by filter" and
+// "N packets dropped by kernel" (every packet on lo, whoever sent it: they
+// vary with the machine's other traffic) are masked too.
 //
 // A section whose commands use a program it lacks (gcc, ss, netstat, python3,
-// tcpdump) is skipped with a "SKIPPED" line; tcpdump also needs root, so a
-// section using it is skipped when not run as root. With CI=true both fail.
+// tcpdump, ip, nft) is skipped with a "SKIPPED" line; tcpdump, ip and nft
+// also need root, so a section using them is skipped when not run as root.
+// With CI=true both fail. `ip netns exec NAME PROGRAM` runs PROGRAM in a
+// network namespace: PROGRAM counts as used too (`deno` is rewritten there
+// as well), and a namespace the section adds is deleted before and after it.
 //
 // The Chinese file must have exactly the English file's blocks (commands,
 // inputs, outputs, directives), so running the English one runs both.
@@ -65,9 +69,17 @@ const CHINESE = "TUTORIAL.zh-CN.md";
 /** The port the tutorial uses; each section runs on a free one instead. */
 const TUTORIAL_PORT = "6666";
 /** Programs a section may need; without one the section is skipped. */
-const TOOLS = ["gcc", "ss", "netstat", "python3", "tcpdump"] as const;
-/** Tools that capture packets, which only root may do. */
-const ROOT_TOOLS = new Set<string>(["tcpdump"]);
+const TOOLS = [
+  "gcc",
+  "ss",
+  "netstat",
+  "python3",
+  "tcpdump",
+  "ip",
+  "nft",
+] as const;
+/** Tools that capture packets or change the network, which only root may. */
+const ROOT_TOOLS = new Set<string>(["tcpdump", "ip", "nft"]);
 const CI = Deno.env.get("CI") === "true";
 
 /** How long one block of commands may run. */
@@ -77,7 +89,7 @@ const SHOW_MS = 5_000;
 /** How long a terminal that should stay quiet is watched. */
 const QUIET_MS = 300;
 /** How long ss/netstat are given to reach the states a block shows. */
-const OBSERVE_MS = 3_000;
+const OBSERVE_MS = 10_000;
 /** How long a terminal gets to end at the end of a section. */
 const END_MS = 5_000;
 
@@ -196,13 +208,18 @@ function stepsOf(block: Block): { before: string[]; steps: Step[] } {
   return { before, steps };
 }
 
-const OBSERVER = /^(ss|netstat)\b/;
+const OBSERVER = /^(?:ip netns exec \S+ )?(ss|netstat)\b/;
+
+/** `ip netns exec NAME PROGRAM ...`: runs PROGRAM in a network namespace. */
+const IN_NAMESPACE = /^ip netns exec \S+\s+(\S+)/;
 
 /** The programs a command line starts (the first word of each part). */
 function programsOf(command: string): string[] {
-  return command.split(/\|\||&&|[|;()]/).map((part) =>
-    part.trim().split(/\s+/)[0] ?? ""
-  ).filter((word) => word !== "");
+  return command.split(/\|\||&&|[|;()]/).flatMap((part) => {
+    const first = part.trim().split(/\s+/)[0] ?? "";
+    const inner = part.trim().match(IN_NAMESPACE)?.[1];
+    return inner === undefined ? [first] : [first, inner];
+  }).filter((word) => word !== "");
 }
 
 // ---------------------------------------------------------------- output
@@ -254,6 +271,7 @@ function masked(line: string): { text: string; ports: string[] } {
     .replace(/(?<!\d)\d{3,} packets\b/g, "MANY packets") // tcpdump: as much
     // Every packet on lo passes the filter, whoever sent it.
     .replace(/^\d+ packets received by filter$/, "N packets received by filter")
+    .replace(/^\d+ packets dropped by kernel$/, "N packets dropped by kernel")
     .replace(/\b\d+(?:\.\d+)? [kMGT]B\b/g, "SIZE")
     .replace(
       SOCKET_LINE,
@@ -413,7 +431,7 @@ function shellQuote(arg: string): string {
 function rewrite(command: string, port: number): string {
   let line = command.replace(/(?<!\d)6666(?!\d)/g, String(port));
   line = line.replace(
-    /(^|[|;&(]\s*)deno(?=\s)/g,
+    /(^|[|;&(]\s*|\bip netns exec \S+\s+)deno(?=\s)/g,
     (_, before) => `${before}${shellQuote(Deno.execPath())}`,
   );
   if (!/--port\b/.test(line)) {
@@ -893,6 +911,17 @@ async function isRoot(): Promise<boolean> {
   return decoder.decode(stdout).trim() === "0";
 }
 
+/** Deletes network namespaces by name, quietly when they do not exist. */
+async function deleteNamespaces(names: string[]): Promise<void> {
+  for (const name of names) {
+    await new Deno.Command("ip", {
+      args: ["netns", "del", name],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  }
+}
+
 async function runSection(section: Section): Promise<void> {
   const missing = await missingTools(section);
   if (missing.length > 0) {
@@ -905,12 +934,19 @@ async function runSection(section: Section): Promise<void> {
   const scripts = await Deno.makeTempDir({ prefix: "upcase-tutorial-sh-" });
   const port = await freePort();
   const run = new Run(dir, scripts, port);
+  // A namespace the section makes: gone before (a run that failed may have
+  // left it) and after.
+  const namespaces = section.blocks.flatMap((block) =>
+    block.lines.flatMap((line) => line.match(/\bip netns add (\S+)/)?.[1] ?? [])
+  );
+  await deleteNamespaces(namespaces);
   try {
     await copyProject(dir, port);
     for (const block of section.blocks) await runBlock(run, block);
     await run.finish(`${ENGLISH} "${section.title}"`);
   } finally {
     await run.close();
+    await deleteNamespaces(namespaces);
     await Deno.remove(dir, { recursive: true });
     await Deno.remove(scripts, { recursive: true });
   }

@@ -118,25 +118,51 @@ export const DEFAULT_UDP_RATE = 100;
 /** Source addresses the rate limiter remembers; the least recent go first. */
 export const MAX_UDP_SOURCES = 10_000;
 
+/** A source address as the limiter keeps it. */
+export interface Source {
+  /** Replies it may still get now (the bucket's tokens). */
+  tokens: number;
+  /** When the tokens were counted, in ms. */
+  at: number;
+  /**
+   * Why it is never answered, decided once when it came in (a broadcast
+   * address, a host Deno may not send to); undefined when it may be.
+   */
+  verdict: DropReason | undefined;
+  /** Set by {@linkcode SourceLimiter.take}: new to the table this time. */
+  fresh: boolean;
+  /** Set by {@linkcode SourceLimiter.take}: within its rate this time. */
+  allowed: boolean;
+}
+
 /**
  * A token bucket per source address: each source may get `rate` replies a
  * second, with bursts up to `rate`. The table holds at most `maxSources`
- * addresses, the least recently seen evicted first, so spoofed sources
- * cannot grow it; an evicted source starts again with a full bucket.
+ * addresses, the least recently seen evicted first (with no rate, the first
+ * seen), so forged sources cannot grow it; an evicted source starts again
+ * with a full bucket. Each entry also keeps the verdict on its address, so
+ * the checks that do not change run once per source, not per datagram.
  */
 export class SourceLimiter {
   #rate: number;
   #max: number;
+  #judge: (source: string) => DropReason | undefined;
   /** Insertion order is recency: a source seen again moves to the end. */
-  #sources = new Map<string, { tokens: number; at: number }>();
+  #sources = new Map<string, Source>();
 
   /**
    * @param rate Replies per second per source; 0 for no limit.
    * @param maxSources How many sources the table holds.
+   * @param judge The verdict on a new source's address.
    */
-  constructor(rate: number, maxSources = MAX_UDP_SOURCES) {
+  constructor(
+    rate: number,
+    maxSources = MAX_UDP_SOURCES,
+    judge: (source: string) => DropReason | undefined = () => undefined,
+  ) {
     this.#rate = rate;
     this.#max = maxSources;
+    this.#judge = judge;
   }
 
   /** Sources in the table now. */
@@ -145,36 +171,43 @@ export class SourceLimiter {
   }
 
   /**
-   * Records a datagram from `source` at `now`.
+   * Records a datagram from `source`.
    *
    * @param source The source address (without the port).
-   * @param now Milliseconds, from one monotonic clock.
-   * @returns Whether the source is new to the table, and whether it may be
-   * answered.
+   * @returns Its entry (the same object each time: read it at once), with
+   * `fresh` and `allowed` set for this datagram.
    */
-  take(source: string, now: number): { fresh: boolean; allowed: boolean } {
-    let bucket = this.#sources.get(source);
-    const fresh = bucket === undefined;
-    if (bucket === undefined) {
+  take(source: string): Source {
+    let entry = this.#sources.get(source);
+    if (entry === undefined) {
       if (this.#sources.size >= this.#max) {
         const oldest = this.#sources.keys().next().value;
         if (oldest !== undefined) this.#sources.delete(oldest);
       }
-      bucket = { tokens: this.#rate, at: now };
+      entry = {
+        tokens: this.#rate,
+        at: this.#rate === 0 ? 0 : performance.now(),
+        verdict: this.#judge(source),
+        fresh: true,
+        allowed: true,
+      };
+      this.#sources.set(source, entry);
     } else {
+      entry.fresh = false;
+      // Without a rate the order need not follow recency: no reinsertion.
+      if (this.#rate === 0) return entry;
       this.#sources.delete(source);
-      if (this.#rate > 0) {
-        bucket.tokens = Math.min(
-          this.#rate,
-          bucket.tokens + (now - bucket.at) * this.#rate / 1000,
-        );
-        bucket.at = now;
-      }
+      this.#sources.set(source, entry);
+      const now = performance.now();
+      entry.tokens = Math.min(
+        this.#rate,
+        entry.tokens + (now - entry.at) * this.#rate / 1000,
+      );
+      entry.at = now;
     }
-    this.#sources.set(source, bucket);
-    if (this.#rate === 0) return { fresh, allowed: true };
-    if (bucket.tokens < 1) return { fresh, allowed: false };
-    bucket.tokens -= 1;
-    return { fresh, allowed: true };
+    if (this.#rate === 0) return entry;
+    entry.allowed = entry.tokens >= 1;
+    if (entry.allowed) entry.tokens -= 1;
+    return entry;
   }
 }

@@ -162,8 +162,6 @@ export class UdpServer {
   #sourceLines = { second: -1, count: 0 };
   #broadcasts: ReadonlySet<string>;
   #port: number;
-  /** Hosts Deno lets replies go to, as asked without a prompt. */
-  #permitted = new Map<string, boolean>();
   /** Resolves once the socket is closed and the loop has ended. */
   readonly finished: Promise<void>;
 
@@ -185,6 +183,7 @@ export class UdpServer {
     this.#limiter = new SourceLimiter(
       options.rate ?? DEFAULT_UDP_RATE,
       options.maxSources ?? MAX_UDP_SOURCES,
+      (source) => this.#judge(source),
     );
     options.onEvent?.({ type: "udp-listen", addr: this.addr });
     this.finished = this.#loop();
@@ -296,35 +295,30 @@ export class UdpServer {
     ) {
       return "reflecting-port";
     }
-    if (isBroadcastOrMulticast(remote.hostname, this.#broadcasts)) {
+    const source = this.#limiter.take(remote.hostname);
+    if (source.verdict !== undefined) return source.verdict;
+    if (source.fresh) {
+      this.#stats.sources++;
+      emit({ type: "udp-source", remote, logged: this.#sourceLine() });
+    }
+    return source.allowed ? undefined : "rate";
+  }
+
+  /**
+   * Why a new source address is never answered, if it is not: asked once
+   * per source, as neither answer changes.
+   */
+  #judge(hostname: string): DropReason | undefined {
+    if (isBroadcastOrMulticast(hostname, this.#broadcasts)) {
       return "broadcast-source";
     }
     // A send Deno has not been granted would ask at the terminal and stop
     // the whole server until someone answers: ask first, without a prompt.
-    if (!this.#mayAnswer(remote.hostname)) return "permission";
-    const { fresh, allowed } = this.#limiter.take(
-      remote.hostname,
-      performance.now(),
-    );
-    if (fresh) {
-      this.#stats.sources++;
-      emit({ type: "udp-source", remote, logged: this.#sourceLine() });
-    }
-    return allowed ? undefined : "rate";
-  }
-
-  /** Whether the process may send to `hostname`, any port (cached). */
-  #mayAnswer(hostname: string): boolean {
-    let allowed = this.#permitted.get(hostname);
-    if (allowed === undefined) {
-      const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-      allowed = Deno.permissions.querySync({ name: "net", host }).state ===
-        "granted";
-      // Forged sources cannot grow it past a bound.
-      if (this.#permitted.size >= MAX_UDP_SOURCES) this.#permitted.clear();
-      this.#permitted.set(hostname, allowed);
-    }
-    return allowed;
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    return Deno.permissions.querySync({ name: "net", host }).state ===
+        "granted"
+      ? undefined
+      : "permission";
   }
 
   /** Whether a new source still gets a line this second. */

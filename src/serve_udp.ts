@@ -223,6 +223,7 @@ export class UdpServer {
     const emit = this.#options.onEvent ?? (() => {});
     const trace = this.#options.trace;
     const once = this.#options.once === true;
+    let lastError = -Infinity;
     while (true) {
       let data: Uint8Array;
       let remote: Deno.NetAddr;
@@ -232,8 +233,13 @@ export class UdpServer {
         remote = from as Deno.NetAddr;
       } catch (err: unknown) {
         if (this.#closing) return;
-        emit({ type: "udp-error", error: errorMessage(err) });
-        // Never spin on a socket that keeps failing.
+        // At most one line a second for a socket that keeps failing.
+        const now = performance.now();
+        if (now - lastError >= 1000) {
+          lastError = now;
+          emit({ type: "udp-error", error: errorMessage(err) });
+        }
+        // Never spin on it either.
         await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }

@@ -63,6 +63,28 @@ export class CliError extends Error {
   }
 }
 
+/**
+ * Refuses the first flag that cannot go with `flag`.
+ *
+ * @param flag The flag the others conflict with, e.g. `--udp`.
+ * @param conflicts Each: whether the other flag was given, and its name
+ *   with the reason.
+ * @throws {CliError} "Conflicting flags: FLAG cannot be combined with ...",
+ *   exit 1.
+ */
+export function refuseConflicts(
+  flag: string,
+  conflicts: readonly (readonly [boolean, string])[],
+): void {
+  const conflict = conflicts.find(([given]) => given);
+  if (conflict !== undefined) {
+    throw new CliError(
+      `Conflicting flags: ${flag} cannot be combined with ${conflict[1]}`,
+      EXIT.USAGE,
+    );
+  }
+}
+
 /** Flags a tool accepts, as `@std/cli` `parseArgs` wants them. */
 export interface FlagSpec {
   string: string[];

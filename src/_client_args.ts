@@ -19,6 +19,7 @@ import {
   parsePort,
   parseSeconds,
   parseUnixPath,
+  refuseConflicts,
   requirePair,
 } from "./_cli.ts";
 
@@ -320,13 +321,7 @@ function checkUdpFlags(
       `--bench ${options.bench}: only rtt has a UDP form`,
     ],
   ];
-  const conflict = conflicts.find(([given]) => given);
-  if (conflict !== undefined) {
-    throw new CliError(
-      `Conflicting flags: --udp cannot be combined with ${conflict[1]}`,
-      EXIT.USAGE,
-    );
-  }
+  refuseConflicts("--udp", conflicts);
   if (
     flags.size !== undefined &&
     !(options.size >= 1 && options.size <= MAX_UDP_SIZE)

@@ -323,14 +323,7 @@ export class EventHub {
     if (event.type !== "udp-trace") {
       if (event.type === "udp-drop" && !event.first) return;
       if (event.type === "udp-source" && !event.logged) return;
-      const record: EventRecord = { time, event: event.type };
-      for (const [key, value] of Object.entries(event)) {
-        if (key === "type") continue;
-        record[key] = key === "remote" || key === "addr"
-          ? formatAddr(value as Deno.Addr)
-          : value;
-      }
-      const text = JSON.stringify(record);
+      const text = JSON.stringify(this.#record(event, undefined, now));
       this.#server.push(text);
       if (this.#server.length > SERVER_EVENTS_KEPT) this.#server.shift();
       this.#broadcast(text);
@@ -434,7 +427,11 @@ export class EventHub {
     return this.#graph.range(now - GRAPH_SECONDS, now - 1, this.#openCount);
   }
 
-  #record(event: ServerEvent, worker: number | undefined, now: number) {
+  #record(
+    event: ServerEvent | UdpEvent,
+    worker: number | undefined,
+    now: number,
+  ) {
     const record: EventRecord = {
       time: new Date(now).toISOString(),
       event: event.type,

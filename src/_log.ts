@@ -6,6 +6,7 @@ import { format as formatBytes } from "@std/fmt/bytes";
 import { format as formatDuration } from "@std/fmt/duration";
 import { bold, red, yellow } from "@std/fmt/colors";
 import type { ServerEvent, ServerStats } from "./serve.ts";
+import type { UdpEvent } from "./serve_udp.ts";
 import { formatAddr } from "./_cli.ts";
 import { writeAll, type Writer } from "./_io.ts";
 import { formatTrace } from "./_trace.ts";
@@ -428,7 +429,15 @@ function peer(addr: Deno.Addr, id: number): string {
     : `unix socket client${id > 0 ? ` #${id}` : ""}`;
 }
 
-function eventRecord(event: ServerEvent): Record<string, unknown> {
+/**
+ * An event as its JSON log record: its fields, with addresses as text.
+ *
+ * @param event A TCP or UDP server's event.
+ * @returns The record, with `time` and `event` first.
+ */
+export function eventRecord(
+  event: ServerEvent | UdpEvent,
+): Record<string, unknown> {
   const record: Record<string, unknown> = { time: now(), event: event.type };
   for (const [key, value] of Object.entries(event)) {
     if (key === "type") continue;

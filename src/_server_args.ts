@@ -25,6 +25,7 @@ import {
   parsePort,
   parseSeconds,
   parseUnixPath,
+  refuseConflicts,
   requirePair,
 } from "./_cli.ts";
 import { type LogFormat } from "./_log.ts";
@@ -364,13 +365,7 @@ function checkUdpFlags(
       "--fault and --fault-api: the faults are TCP's",
     ],
   ];
-  const conflict = conflicts.find(([given]) => given);
-  if (conflict !== undefined) {
-    throw new CliError(
-      `Conflicting flags: --udp cannot be combined with ${conflict[1]}`,
-      EXIT.USAGE,
-    );
-  }
+  refuseConflicts("--udp", conflicts);
 }
 
 /**

@@ -8,7 +8,7 @@ import { toUpper } from "./transform.ts";
 import { CliError, EXIT, joinHostPort, printWarning } from "./_cli.ts";
 import { type ClientCliOptions } from "./_client_args.ts";
 import { writeAll } from "./_io.ts";
-import { stdinLines } from "./_stdin.ts";
+import { stdinChunks, stdinLines } from "./_stdin.ts";
 import { UDP_RECEIVE_BUFFER_BYTES } from "./serve_udp.ts";
 import { Receiver, udpAddresses } from "./_udp_socket.ts";
 
@@ -18,7 +18,7 @@ const MAX_UDP_IPV4_SIZE = 65_507;
 /** One datagram to send, and how to name it in an error. */
 interface Datagram {
   bytes: Uint8Array;
-  /** "datagram 3 (bytes 2945 to 4416)", or "" for the only one. */
+  /** "datagram 3 (bytes 2945 to 4416)", or "the datagram" for the only one. */
   label: string;
 }
 
@@ -83,9 +83,7 @@ class UdpExchange {
         if (this.#earlier.length > EARLIER_KEPT) this.#earlier.shift();
         if (!isPrefix(reply, expected) && !this.#options.quiet) {
           printWarning(
-            `The reply to ${
-              datagram.label === "" ? "the datagram" : datagram.label
-            } is not its bytes upper-cased: is the server upcase?`,
+            `The reply to ${datagram.label} is not its bytes upper-cased: is the server upcase?`,
           );
         }
         return reply;
@@ -93,11 +91,9 @@ class UdpExchange {
     }
     const where = joinHostPort(this.#server.hostname, this.#server.port);
     throw new CliError(
-      `No reply: ${
-        datagram.label === "" ? "the datagram" : datagram.label
-      } to ${where} got no answer in ${retries + 1} ${
-        retries === 0 ? "try" : "tries"
-      }, ${
+      `No reply: ${datagram.label} to ${where} got no answer in ${
+        retries + 1
+      } ${retries === 0 ? "try" : "tries"}, ${
         timeout / 1000
       } s each (over UDP a lost datagram, a lost reply and no server at all look the same)`,
       EXIT.NO_REPLY,
@@ -221,7 +217,7 @@ async function* pieces(size: number): AsyncGenerator<Datagram> {
       label: `datagram ${n} (bytes ${offset - length + 1} to ${offset})`,
     };
   };
-  for await (const chunk of Deno.stdin.readable) {
+  for await (const chunk of stdinChunks()) {
     let at = 0;
     while (at < chunk.length) {
       const take = Math.min(size - filled, chunk.length - at);
@@ -242,7 +238,7 @@ async function* lines(): AsyncGenerator<Datagram> {
   let n = 0;
   for await (const line of stdinLines(MAX_UDP_IPV4_SIZE)) {
     n++;
-    yield { bytes: line.slice(), label: `datagram ${n} (line ${n})` };
+    yield { bytes: line, label: `datagram ${n} (line ${n})` };
   }
 }
 
@@ -269,7 +265,10 @@ export async function runUdpClient(options: ClientCliOptions): Promise<number> {
       }
     } else {
       const bytes = encoder.encode(options.message);
-      const reply = await exchange.exchange({ bytes, label: "" });
+      const reply = await exchange.exchange({
+        bytes,
+        label: "the datagram",
+      });
       if (!options.quiet) {
         await writeAll(Deno.stdout, encoder.encode("Response from server:\n"));
       }

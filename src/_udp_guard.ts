@@ -113,6 +113,20 @@ function toNumber(address: string): number | undefined {
     octets[3]!) >>> 0;
 }
 
+/**
+ * Whether this process may send datagrams to `hostname`, any port, as Deno
+ * checks each one. Asked without a prompt: a send that was not granted
+ * would ask at the terminal and stop the whole server until someone answers.
+ *
+ * @param hostname An address.
+ * @returns True when `--allow-net` covers it.
+ */
+export function maySendTo(hostname: string): boolean {
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  return Deno.permissions.querySync({ name: "net", host }).state ===
+    "granted";
+}
+
 /** The default of `--udp-rate`: replies per second to one source address. */
 export const DEFAULT_UDP_RATE = 100;
 /** Source addresses the rate limiter remembers; the least recent go first. */

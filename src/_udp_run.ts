@@ -14,13 +14,14 @@ import {
   STOP_SIGNALS,
 } from "./_cli.ts";
 import { type MetricsServer, serveMetrics } from "./_http.ts";
-import { LineWriter, ServerLog } from "./_log.ts";
+import { eventRecord, LineWriter, ServerLog } from "./_log.ts";
 import { EventHub } from "./_event_hub.ts";
 import { type ServerCliOptions } from "./_server_args.ts";
 import { serveUdp, type UdpEvent, type UdpServer } from "./serve_udp.ts";
 import {
   DROP_REASONS,
   localBroadcasts,
+  maySendTo,
   REFLECTING_PORTS,
 } from "./_udp_guard.ts";
 import { VERSION } from "./version.ts";
@@ -36,14 +37,9 @@ import { CLOSE_REASONS, DurationHistogram } from "./metrics.ts";
  */
 export function udpPermissionError(hostname: string): CliError | undefined {
   const local = /^(127\.|::1$|localhost$)/.test(hostname);
-  const granted = Deno.permissions.querySync(
-    local
-      ? {
-        name: "net",
-        host: hostname.includes(":") ? `[${hostname}]` : hostname,
-      }
-      : { name: "net" },
-  ).state === "granted";
+  const granted = local
+    ? maySendTo(hostname)
+    : Deno.permissions.querySync({ name: "net" }).state === "granted";
   if (granted) return undefined;
   return new CliError(
     local
@@ -108,16 +104,6 @@ export function formatUdpEvent(
       // The runner says it, with the rate.
       return undefined;
   }
-}
-
-/** A UDP event's fields for its JSON log record. */
-function udpRecord(event: UdpEvent): Record<string, unknown> {
-  const record: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(event)) {
-    if (key === "type") continue;
-    record[key] = key === "remote" ? formatAddr(value as Deno.NetAddr) : value;
-  }
-  return record;
 }
 
 /** The summary line: datagrams, bytes, sources, drops by reason. */
@@ -197,7 +183,7 @@ export async function runUdpServer(options: ServerCliOptions): Promise<number> {
     const failed = event.type === "udp-error" ||
       (event.type === "udp-drop" &&
         (event.reason === "permission" || event.reason === "send-error"));
-    if (json) log.note(event.type, line, udpRecord(event), failed);
+    if (json) log.note(event.type, line, eventRecord(event), failed);
     else log.note(event.type, line, {}, failed);
   };
   const started = Date.now();

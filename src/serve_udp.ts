@@ -17,6 +17,7 @@ import {
   type DropReason,
   isBroadcastOrMulticast,
   MAX_UDP_SOURCES,
+  maySendTo,
   REFLECTING_PORTS,
   SourceLimiter,
 } from "./_udp_guard.ts";
@@ -318,13 +319,7 @@ export class UdpServer {
     if (isBroadcastOrMulticast(hostname, this.#broadcasts)) {
       return "broadcast-source";
     }
-    // A send Deno has not been granted would ask at the terminal and stop
-    // the whole server until someone answers: ask first, without a prompt.
-    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-    return Deno.permissions.querySync({ name: "net", host }).state ===
-        "granted"
-      ? undefined
-      : "permission";
+    return maySendTo(hostname) ? undefined : "permission";
   }
 
   /** Whether a new source still gets a line this second. */

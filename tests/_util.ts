@@ -531,6 +531,19 @@ export class ServerProcess extends ChildLines {
   }
 }
 
+/**
+ * Whether the tests run as root (CI does): what capturing packets, changing
+ * the network or binding ports below 1024 needs.
+ */
+export async function isRoot(): Promise<boolean> {
+  const { stdout } = await new Deno.Command("id", {
+    args: ["-u"],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return decoder.decode(stdout).trim() === "0";
+}
+
 /** A port that was free on 127.0.0.1 a moment ago. */
 export function freePort(): number {
   using probe = Deno.listen({ hostname: "127.0.0.1", port: 0 });

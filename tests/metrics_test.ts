@@ -16,6 +16,7 @@ import {
 } from "../src/metrics.ts";
 import { type MetricsServer, serveMetrics } from "../src/_http.ts";
 import { freePort, ServerProcess, utf8, writeStdin } from "./_util.ts";
+import { Receiver } from "../src/_udp_socket.ts";
 
 /** The interpreter that has Debian's python3-prometheus-client. */
 const PYTHON = "/usr/bin/python3";
@@ -702,6 +703,7 @@ Deno.test("server --udp --metrics counts datagrams received, sent and dropped by
     hostname: "127.0.0.1",
     port: 0,
   });
+  const receiver = new Receiver(socket, 1024);
   let replies = 0;
   try {
     const to = {
@@ -711,21 +713,9 @@ Deno.test("server --udp --metrics counts datagrams received, sent and dropped by
     };
     // A burst of 2 is the rate's: the third and fourth are dropped.
     for (let i = 0; i < 4; i++) await socket.send(utf8("abc"), to);
-    const receiving = socket.receive();
-    for (;;) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const got = await Promise.race([
-        replies === 0 ? receiving : socket.receive(),
-        new Promise<undefined>((resolve) => {
-          timer = setTimeout(() => resolve(undefined), 500);
-        }),
-      ]);
-      clearTimeout(timer);
-      if (got === undefined) break;
-      replies++;
-    }
+    while (await receiver.next(500)) replies++;
   } finally {
-    socket.close();
+    receiver.close();
   }
   assertEquals(replies, 2);
   const response = await withTimeout(

@@ -60,6 +60,7 @@
 // out: a way to try new blocks in a scratch copy before they go in.
 
 import { assert, assertEquals } from "@std/assert";
+import { isRoot } from "./_util.ts";
 
 const ROOT = new URL("../", import.meta.url);
 /** A scratch tutorial to run instead of TUTORIAL.md (see above). */
@@ -899,16 +900,6 @@ async function missingTools(section: Section): Promise<string[]> {
     }
   }
   return missing;
-}
-
-/** Whether the test runs as root (`id -u`: Deno.uid() needs --allow-sys). */
-async function isRoot(): Promise<boolean> {
-  const { stdout } = await new Deno.Command("id", {
-    args: ["-u"],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  return decoder.decode(stdout).trim() === "0";
 }
 
 /** Deletes network namespaces by name, quietly when they do not exist. */

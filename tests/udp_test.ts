@@ -13,7 +13,12 @@ import {
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
-import { serveUdp, type UdpEvent } from "../src/serve_udp.ts";
+import {
+  serveUdp,
+  UDP_RECEIVE_BUFFER_BYTES,
+  type UdpEvent,
+} from "../src/serve_udp.ts";
+import { Receiver } from "../src/_udp_socket.ts";
 import { REFLECTING_PORTS } from "../src/_udp_guard.ts";
 import {
   CHILD_TIME_LIMIT_MS,
@@ -21,6 +26,7 @@ import {
   denoRun,
   expectedUpper,
   freePort,
+  isRoot,
   randomBytes,
   runClient,
   runDeno,
@@ -34,31 +40,29 @@ const REPLY_MS = 5_000;
 /** How long a test socket listens for a reply that must not come. */
 const SILENCE_MS = 500;
 
-/** A UDP socket of the test's own on `hostname`. */
-function socketOn(hostname = "127.0.0.1"): Deno.DatagramConn & Disposable {
-  const socket = Deno.listenDatagram({ transport: "udp", hostname, port: 0 });
-  return Object.assign(socket, { [Symbol.dispose]: () => socket.close() });
+/** A UDP socket of the test's own, with a receiver that has a time limit. */
+type TestSocket = Deno.DatagramConn & Disposable & { receiver: Receiver };
+
+/** A UDP socket of the test's own on `hostname` (and `port`: any). */
+function socketOn(hostname = "127.0.0.1", port = 0): TestSocket {
+  const socket = Deno.listenDatagram({ transport: "udp", hostname, port });
+  const receiver = new Receiver(socket, UDP_RECEIVE_BUFFER_BYTES);
+  return Object.assign(socket, {
+    receiver,
+    [Symbol.dispose]: () => receiver.close(),
+  });
 }
 
-/** The next datagram on `socket`, or undefined after `ms`. */
+/**
+ * The next datagram on `socket` (a copy), or undefined after `ms`; one that
+ * comes later is the next call's.
+ */
 async function receiveWithin(
-  socket: Deno.DatagramConn,
+  socket: TestSocket,
   ms: number,
-  pending?: { promise?: Promise<[Uint8Array, Deno.Addr]> },
 ): Promise<[Uint8Array, Deno.NetAddr] | undefined> {
-  const holder = pending ?? {};
-  holder.promise ??= socket.receive(new Uint8Array(65_536));
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const result = await Promise.race([
-    holder.promise,
-    new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), ms);
-    }),
-  ]);
-  clearTimeout(timer);
-  if (result === undefined) return undefined;
-  holder.promise = undefined;
-  return [result[0].slice(), result[1] as Deno.NetAddr];
+  const got = await socket.receiver.next(ms);
+  return got && [got[0].slice(), got[1]];
 }
 
 /** Starts server.ts --udp with README's permission for local clients. */
@@ -124,10 +128,7 @@ ${code}`,
 
 /** Whether this process may bind ports below 1024 and send raw packets
  * (root, as in CI). */
-const ROOT_USER = new TextDecoder().decode(
-  (await new Deno.Command("id", { args: ["-u"], stdout: "piped" }).output())
-    .stdout,
-).trim() === "0";
+const ROOT_USER = await isRoot();
 
 Deno.test("server --udp answers datagrams of 0, 1, 1472, 8192 and 65507 bytes over IPv4, each exactly, from its own port", async () => {
   await using server = await startUdp();
@@ -309,9 +310,8 @@ Deno.test("server --udp-rate: a flood from one source gets at most the rate back
   };
   const started = performance.now();
   let answered = 0;
-  const pending: { promise?: Promise<[Uint8Array, Deno.Addr]> } = {};
   const counting = (async () => {
-    while (await receiveWithin(flooder, SILENCE_MS * 2, pending)) answered++;
+    while (await receiveWithin(flooder, SILENCE_MS * 2)) answered++;
   })();
   for (let i = 0; i < 500; i++) await flooder.send(utf8(`flood ${i}`), to);
   await other.send(utf8("other"), to);
@@ -343,7 +343,7 @@ Deno.test("server --udp: the source table is capped and forgets the least recent
   });
   const sockets = ["127.0.0.1", "127.0.0.2", "127.0.0.3"].map(socketOn);
   try {
-    const send = async (s: Deno.DatagramConn) => {
+    const send = async (s: TestSocket) => {
       await s.send(utf8("x"), server.addr);
       return await receiveWithin(s, SILENCE_MS);
     };
@@ -357,7 +357,7 @@ Deno.test("server --udp: the source table is capped and forgets the least recent
       4,
     );
   } finally {
-    for (const s of sockets) s.close();
+    for (const s of sockets) s[Symbol.dispose]();
   }
 });
 
@@ -646,20 +646,14 @@ Deno.test("server --udp never answers a datagram from its own port (another upca
     undefined,
     { allowNet: "127.0.0.1,127.0.0.2" },
   );
-  const twin = Deno.listenDatagram({
-    transport: "udp",
-    hostname: "127.0.0.2",
-    port: server.port,
-  });
-  try {
+  {
+    using twin = socketOn("127.0.0.2", server.port);
     await twin.send(utf8("loop?"), {
       transport: "udp",
       hostname: "127.0.0.1",
       port: server.port,
     });
     assertEquals(await receiveWithin(twin, SILENCE_MS), undefined);
-  } finally {
-    twin.close();
   }
   const { stdout } = await server.stop("SIGINT");
   assertMatch(stdout, /Answered 0 of 1 datagrams .* dropped 1 reflecting-port/);
